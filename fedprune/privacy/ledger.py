@@ -1,0 +1,180 @@
+"""``PrivacyLedger``: the persistent record of what one data holder spent, with a hard budget."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedprune.privacy.accounting import (
+    AccountantName,
+    HistoryEntry,
+    epsilon_of,
+    validate_accountant,
+)
+from fedprune.privacy.plan import DPPlan
+
+__all__ = ["PrivacyBudgetExceededError", "PrivacyLedger"]
+
+_FORMAT_VERSION = 1
+
+
+class PrivacyBudgetExceededError(RuntimeError):
+    """Raised *before* any step when training would take a ledger past its ``max_epsilon``."""
+
+
+@dataclass
+class PrivacyLedger:
+    """Composition of every DP-SGD step one data holder (a client, or a centralised run) took.
+
+    The ledger composes over all rounds a client took part in: each :meth:`record` appends
+    ``(noise_multiplier, sample_rate, steps)``, merging with the previous entry when the mechanism
+    is the same, so that ``epsilon()`` equals one accountant that saw every step. Persist it with
+    :meth:`to_json`/:meth:`from_json` (or :meth:`state_dict`) so the total survives restarts.
+
+    Attributes
+    ----------
+    accountant:
+        ``"rdp"``, ``"prv"`` or ``"gdp"``; fixed for the ledger's lifetime.
+    delta:
+        The delta at which epsilon is reported and the budget enforced.
+    max_epsilon:
+        Hard budget; ``inf`` disables it.
+    history:
+        Opacus-format ``(noise_multiplier, sample_rate, steps)`` entries, oldest first.
+    """
+
+    accountant: AccountantName
+    delta: float
+    max_epsilon: float = math.inf
+    history: list[HistoryEntry] | None = None
+
+    def __post_init__(self) -> None:
+        validate_accountant(self.accountant)
+        if not 0 < self.delta < 1:
+            raise ValueError(f"expected delta in (0, 1), got {self.delta}")
+        if not self.max_epsilon > 0:
+            raise ValueError(f"expected max_epsilon > 0, got {self.max_epsilon}")
+        self.history = [
+            (float(nm), float(sr), int(steps)) for nm, sr, steps in (self.history or [])
+        ]
+
+    @property
+    def entries(self) -> list[HistoryEntry]:
+        """A copy of the history."""
+        return list(self.history or [])
+
+    @property
+    def steps(self) -> int:
+        """Total number of steps recorded."""
+        return sum(steps for _, _, steps in self.entries)
+
+    def epsilon(self) -> float:
+        """Epsilon spent so far at the ledger's ``delta`` (0.0 when empty)."""
+        return epsilon_of(self.entries, delta=self.delta, accountant=self.accountant)
+
+    def projected_epsilon(self, plan: DPPlan) -> float:
+        """Epsilon the ledger would reach after also running ``plan``."""
+        self._check_compatible(plan)
+        return epsilon_of(
+            _merged(self.entries, plan.history_entry), delta=self.delta, accountant=self.accountant
+        )
+
+    def ensure_within_budget(self, plan: DPPlan) -> float:
+        """Return the projected epsilon after ``plan``, or raise if it would exceed the budget.
+
+        Call this before taking any step: a refused plan leaves the ledger untouched.
+
+        Raises
+        ------
+        PrivacyBudgetExceededError
+            If ``projected_epsilon(plan) > max_epsilon``.
+        """
+        projected = self.projected_epsilon(plan)
+        if projected > self.max_epsilon:
+            raise PrivacyBudgetExceededError(
+                f"refusing to train: {plan.steps} more steps (sigma={plan.noise_multiplier:.4g}, "
+                f"q={plan.sample_rate:.4g}) would raise epsilon from {self.epsilon():.4g} to "
+                f"{projected:.4g}, above the budget max_epsilon={self.max_epsilon:.4g} "
+                f"(delta={self.delta:g}, accountant={self.accountant})"
+            )
+        return projected
+
+    def record(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> None:
+        """Append ``steps`` steps of the given mechanism (``steps == 0`` records nothing)."""
+        if steps < 0:
+            raise ValueError(f"expected steps >= 0, got {steps}")
+        if steps:
+            self.history = _merged(self.entries, (noise_multiplier, sample_rate, steps))
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state; :meth:`from_state_dict` restores it exactly."""
+        return {
+            "version": _FORMAT_VERSION,
+            "accountant": self.accountant,
+            "delta": self.delta,
+            "max_epsilon": self.max_epsilon if math.isfinite(self.max_epsilon) else None,
+            "history": [list(e) for e in self.entries],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> PrivacyLedger:
+        """Rebuild a ledger from :meth:`state_dict` output, validating it."""
+        if not isinstance(state, dict) or state.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"not a privacy ledger state of version {_FORMAT_VERSION}: {str(state)[:80]!r}"
+            )
+        try:
+            history = [(float(nm), float(sr), int(n)) for nm, sr, n in state["history"]]
+            max_eps = state["max_epsilon"]
+            return cls(
+                accountant=state["accountant"],
+                delta=float(state["delta"]),
+                max_epsilon=math.inf if max_eps is None else float(max_eps),
+                history=history,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"corrupt privacy ledger state: {err}") from err
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(self.state_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PrivacyLedger:
+        """Inverse of :meth:`to_json`."""
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt privacy ledger JSON: {err}") from err
+        return cls.from_state_dict(state)
+
+    def save(self, path: str | Path) -> None:
+        """Write the ledger atomically to ``path`` (write to a temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrivacyLedger:
+        """Read a ledger written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text())
+
+    def _check_compatible(self, plan: DPPlan) -> None:
+        if plan.accountant != self.accountant or plan.delta != self.delta:
+            raise ValueError(
+                f"plan (accountant={plan.accountant}, delta={plan.delta:g}) does not match the "
+                f"ledger (accountant={self.accountant}, delta={self.delta:g})"
+            )
+
+
+def _merged(history: list[HistoryEntry], entry: HistoryEntry) -> list[HistoryEntry]:
+    """``history + [entry]``, folding ``entry`` into the last one when the mechanism is equal."""
+    nm, sr, steps = float(entry[0]), float(entry[1]), int(entry[2])
+    if history and history[-1][0] == nm and history[-1][1] == sr:
+        return [*history[:-1], (nm, sr, history[-1][2] + steps)]
+    return [*history, (nm, sr, steps)]
