@@ -118,6 +118,9 @@ class PrivacyConfig:
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
     max_epsilon: float = math.inf
     """Hard budget per data holder; training past it is refused before any step."""
+    ledger_dir: str = ""
+    """Federated clients: keep each client's ledger in ``<ledger_dir>/client-<id>.json`` so its
+    epsilon survives restarts (empty: in the node's Flower ``context.state`` only)."""
 
     def __post_init__(self) -> None:
         _check(self.target_epsilon > 0, "privacy.target-epsilon", "> 0", self.target_epsilon)
@@ -133,11 +136,11 @@ class PrivacyConfig:
 class OptimConfig:
     """(DP-)SGD on the private data."""
 
-    epochs: int = 30
+    epochs: int = 20
     """Centralised runs: passes over the private data."""
     batch_size: int = 64
     """Expected (Poisson) batch size: the sample rate is ``batch_size / n``."""
-    lr: float = 2.0
+    lr: float = 0.2
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
@@ -181,28 +184,41 @@ class FederatedConfig:
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """Flower SecAgg+ settings (see the README's secure-aggregation section)."""
+    """Flower SecAgg+ settings (see the README's secure-aggregation section).
+
+    Each client's update vector is scaled by ``num_examples / max_weight``, clipped to
+    ``[-clipping_range, clipping_range]`` and quantised to ``quantization_range`` levels, so the
+    effective clip on an update coordinate is ``clipping_range * max_weight / num_examples``
+    and the error of the average is at most about
+    ``K * 2 * clipping_range / quantization_range * max_weight / sum(num_examples)``.
+    """
 
     enabled: bool = True
     clipping_range: float = 8.0
     quantization_range: int = 2**22
-    num_shares: int = 3
-    reconstruction_threshold: int = 2
+    max_weight: float = 1000.0
+    share_fraction: float = 1.0
+    """Shares per secret, as a fraction of the sampled clients."""
+    threshold_fraction: float = 0.67
+    """Shares needed to reconstruct, as a fraction of the sampled clients."""
 
     def __post_init__(self) -> None:
         _check(self.clipping_range > 0, "secagg.clipping-range", "> 0", self.clipping_range)
         _check(
-            self.quantization_range >= 2,
+            2 <= self.quantization_range <= 2**24,
             "secagg.quantization-range",
-            ">= 2",
+            "in [2, 2**24]",
             self.quantization_range,
         )
-        _check(self.num_shares >= 2, "secagg.num-shares", ">= 2", self.num_shares)
+        _check(self.max_weight > 0, "secagg.max-weight", "> 0", self.max_weight)
         _check(
-            2 <= self.reconstruction_threshold <= self.num_shares,
-            "secagg.reconstruction-threshold",
-            "in [2, num-shares]",
-            self.reconstruction_threshold,
+            0 < self.share_fraction <= 1, "secagg.share-fraction", "in (0, 1]", self.share_fraction
+        )
+        _check(
+            0 < self.threshold_fraction <= self.share_fraction,
+            "secagg.threshold-fraction",
+            "in (0, share-fraction]",
+            self.threshold_fraction,
         )
 
 

@@ -1,0 +1,43 @@
+"""Every import from Flower's legacy API, in one place.
+
+SecAgg+ exists only on Flower's legacy path in 1.41 (``SecAggPlusWorkflow`` inside a
+``DefaultWorkflow`` driven by a ``LegacyContext`` around a ``flwr.server.strategy`` strategy;
+``secaggplus_mod`` on the client, which needs the legacy fit-reply shape of a ``NumPyClient``).
+Keeping those names here lets the rest of the app read as the current API.
+"""
+
+from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common import (
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+__all__ = [
+    "RECORD_KEY_CONFIGS",
+    "ClientManager",
+    "ClientProxy",
+    "DefaultWorkflow",
+    "FedAvg",
+    "FitIns",
+    "FitRes",
+    "LegacyContext",
+    "NumPyClient",
+    "Parameters",
+    "Scalar",
+    "SecAggPlusWorkflow",
+    "ServerConfig",
+    "ndarrays_to_parameters",
+    "parameters_to_ndarrays",
+    "secaggplus_mod",
+]

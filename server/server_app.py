@@ -1,0 +1,89 @@
+"""The fedprune ServerApp: public warm start, then masked DP-FedAvg rounds (SecAgg+ by default)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedprune.config import RunConfig
+from fedprune.pipeline import build_model, load_split, warm_start
+from fedprune.training import evaluate
+from server.legacy import DefaultWorkflow, LegacyContext, SecAggPlusWorkflow, ServerConfig
+from server.report import format_table
+from server.strategy import MaskedDPFedAvg
+
+__all__ = ["app", "make_server_app", "run_federation"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_federation(
+    grid: Grid, context: Context, config: RunConfig, *, progress: bool = True
+) -> dict[str, Any]:
+    """Run ``config.federated.num_rounds`` rounds on ``grid`` and return the run summary."""
+    split = load_split(config.data, seed=config.seed)
+    model = build_model(config, split)
+    warm_start(model, split.public, config, progress=progress)
+    public_only = evaluate(model, split.test).accuracy
+    logger.info("public-only warm start: test accuracy %.4f", public_only)
+    secure = config.secagg.enabled
+    strategy = MaskedDPFedAvg(
+        config=config,
+        split=split,
+        model=model,
+        secure=secure,
+        public_only_accuracy=public_only,
+        progress=progress,
+    )
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=config.federated.num_rounds),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow()
+    if secure:
+        s = config.secagg
+        workflow = DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=s.share_fraction,
+                reconstruction_threshold=s.threshold_fraction,
+                clipping_range=s.clipping_range,
+                quantization_range=s.quantization_range,
+                max_weight=s.max_weight,
+            )
+        )
+    workflow(grid, legacy)
+    summary = strategy.summary()
+    if progress:
+        print(format_table(summary))
+    return summary
+
+
+def make_server_app(
+    config: RunConfig | None = None,
+    *,
+    sink: list[dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> ServerApp:
+    """A ServerApp running :func:`run_federation`.
+
+    ``config=None`` parses ``context.run_config`` (``flwr run``, where ``[tool.flwr.app.config]``
+    and ``--run-config`` fill it); otherwise the given config is used (in-process launchers).
+    The summary is appended to ``sink`` when given.
+    """
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        resolved = config if config is not None else RunConfig.from_flat(dict(context.run_config))
+        summary = run_federation(grid, context, resolved, progress=progress)
+        if sink is not None:
+            sink.append(summary)
+
+    return server_app
+
+
+app = make_server_app()
