@@ -6,6 +6,8 @@ SecAgg+ exists only on Flower's legacy path in 1.41 (``SecAggPlusWorkflow`` insi
 Keeping those names here lets the rest of the app read as the current API.
 """
 
+import logging
+
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
@@ -41,3 +43,8 @@ __all__ = [
     "parameters_to_ndarrays",
     "secaggplus_mod",
 ]
+
+# Flower's logger has its own handler (and DEBUG level); Opacus calls logging.basicConfig() on
+# import, which gives the root logger a handler too, so every Flower record -- debug included --
+# would print twice. Flower's own handler is enough.
+logging.getLogger("flwr").propagate = False
