@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from numbers import Integral, Real
+from typing import Literal, SupportsFloat, cast, get_args
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-__all__ = ["AccountantName", "HistoryEntry", "calibrate_noise", "epsilon_of", "validate_accountant"]
+__all__ = [
+    "AccountantName",
+    "HistoryEntry",
+    "calibrate_noise",
+    "epsilon_of",
+    "is_real",
+    "validate_accountant",
+    "validate_history",
+    "validate_history_entry",
+]
 
 AccountantName = Literal["rdp", "prv", "gdp"]
 HistoryEntry = tuple[float, float, int]
@@ -24,6 +34,75 @@ def validate_accountant(name: str) -> AccountantName:
     return name  # type: ignore[return-value]
 
 
+def is_real(value: object) -> bool:
+    """True for a real number (``int``, ``float``, NumPy scalars...) that is not a ``bool``."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _real(name: str, value: object) -> float:
+    if not is_real(value):
+        raise ValueError(f"expected {name} to be a real number, got {value!r}")
+    return float(cast(SupportsFloat, value))
+
+
+def validate_history_entry(
+    noise_multiplier: object, sample_rate: object, steps: object
+) -> HistoryEntry:
+    """Check one ``(noise_multiplier, sample_rate, steps)`` entry and return it normalised.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad field: ``noise_multiplier`` must be a finite real ``>= 0``,
+        ``sample_rate`` a real in ``(0, 1]`` and ``steps`` an integer ``>= 0`` (not a bool).
+    """
+    nm = _real("noise_multiplier", noise_multiplier)
+    if not (nm >= 0 and math.isfinite(nm)):
+        raise ValueError(f"expected noise_multiplier >= 0 and finite, got {noise_multiplier}")
+    sr = _real("sample_rate", sample_rate)
+    if not 0 < sr <= 1:  # False for NaN too
+        raise ValueError(f"expected sample_rate in (0, 1], got {sample_rate}")
+    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 0:
+        raise ValueError(f"expected steps to be an int >= 0, got {steps!r}")
+    return (nm, sr, int(steps))
+
+
+def validate_history(
+    history: Sequence[Sequence[object]], *, accountant: AccountantName
+) -> list[HistoryEntry]:
+    """Validate every entry of ``history`` and that ``accountant`` can compose them.
+
+    Returns
+    -------
+    list[HistoryEntry]
+        The normalised entries, in order.
+
+    Raises
+    ------
+    ValueError
+        An entry that is not ``(noise_multiplier, sample_rate, steps)`` or has an invalid field
+        (named in the message); an unknown accountant; or ``"gdp"`` asked to compose different
+        mechanisms: Opacus's ``GaussianAccountant`` reads only the *last* history entry, so it
+        would silently leave out every earlier one (use ``"rdp"`` or ``"prv"`` for such
+        histories).
+    """
+    validate_accountant(accountant)
+    entries: list[HistoryEntry] = []
+    for entry in history:
+        if not isinstance(entry, Sequence) or isinstance(entry, str) or len(entry) != 3:
+            raise ValueError(
+                f"expected a (noise_multiplier, sample_rate, steps) entry, got {entry!r}"
+            )
+        entries.append(validate_history_entry(*entry))
+    mechanisms = {(nm, sr) for nm, sr, steps in entries if steps > 0}
+    if accountant == "gdp" and len(mechanisms) > 1:
+        raise ValueError(
+            "the gdp accountant cannot compose steps with different noise multipliers or sample "
+            f"rates, got {sorted(mechanisms)}; use 'rdp' or 'prv'"
+        )
+    return entries
+
+
 def epsilon_of(
     history: Sequence[HistoryEntry], *, delta: float, accountant: AccountantName
 ) -> float:
@@ -32,15 +111,22 @@ def epsilon_of(
     Each entry is a run of ``steps`` Poisson-subsampled Gaussian mechanism applications with
     sampling probability ``sample_rate`` and noise multiplier ``noise_multiplier``. A zero
     noise multiplier means no privacy: the result is ``inf``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`validate_history`.
     """
-    validate_accountant(accountant)
-    entries = [e for e in history if e[2] > 0]
+    entries = [e for e in validate_history(history, accountant=accountant) if e[2] > 0]
     if not entries:
         return 0.0
-    if any(nm <= 0 for nm, _, _ in entries):
+    if any(nm == 0 for nm, _, _ in entries):
         return math.inf
     acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(nm), float(sr), int(steps)) for nm, sr, steps in entries]
+    if accountant == "gdp":  # one mechanism (validated): fold it into the one entry GDP reads
+        nm, sr, _ = entries[0]
+        entries = [(nm, sr, sum(n for _, _, n in entries))]
+    acc.history = entries
     return float(acc.get_epsilon(delta=delta))
 
 
@@ -61,8 +147,11 @@ def calibrate_noise(
     ValueError
         If an argument is out of range or the target needs a noise multiplier above Opacus's cap.
     """
-    if target_epsilon <= 0:
+    if not target_epsilon > 0:
         raise ValueError(f"expected target_epsilon > 0, got {target_epsilon}")
+    if not 0 < delta < 1:
+        raise ValueError(f"expected delta in (0, 1), got {delta}")
+    validate_history_entry(0.0, sample_rate, steps)
     if steps < 1:
         raise ValueError(f"expected steps >= 1, got {steps}")
     validate_accountant(accountant)

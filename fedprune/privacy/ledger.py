@@ -12,7 +12,10 @@ from fedprune.privacy.accounting import (
     AccountantName,
     HistoryEntry,
     epsilon_of,
+    is_real,
     validate_accountant,
+    validate_history,
+    validate_history_entry,
 )
 from fedprune.privacy.plan import DPPlan
 
@@ -37,7 +40,9 @@ class PrivacyLedger:
     Attributes
     ----------
     accountant:
-        ``"rdp"``, ``"prv"`` or ``"gdp"``; fixed for the ledger's lifetime.
+        ``"rdp"``, ``"prv"`` or ``"gdp"``; fixed for the ledger's lifetime. A ``"gdp"`` ledger
+        composes one mechanism only (Opacus's Gaussian accountant reads only its last entry), so
+        it refuses a step with another noise multiplier or sample rate.
     delta:
         The delta at which epsilon is reported and the budget enforced.
     max_epsilon:
@@ -53,13 +58,13 @@ class PrivacyLedger:
 
     def __post_init__(self) -> None:
         validate_accountant(self.accountant)
-        if not 0 < self.delta < 1:
-            raise ValueError(f"expected delta in (0, 1), got {self.delta}")
-        if not self.max_epsilon > 0:
-            raise ValueError(f"expected max_epsilon > 0, got {self.max_epsilon}")
-        self.history = [
-            (float(nm), float(sr), int(steps)) for nm, sr, steps in (self.history or [])
-        ]
+        if not (is_real(self.delta) and 0 < self.delta < 1):
+            raise ValueError(f"expected delta in (0, 1), got {self.delta!r}")
+        if not (is_real(self.max_epsilon) and self.max_epsilon > 0):
+            raise ValueError(
+                f"expected max_epsilon > 0 (inf for no budget), got {self.max_epsilon!r}"
+            )
+        self.history = validate_history(self.history or [], accountant=self.accountant)
 
     @property
     def entries(self) -> list[HistoryEntry]:
@@ -103,11 +108,19 @@ class PrivacyLedger:
         return projected
 
     def record(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> None:
-        """Append ``steps`` steps of the given mechanism (``steps == 0`` records nothing)."""
-        if steps < 0:
-            raise ValueError(f"expected steps >= 0, got {steps}")
-        if steps:
-            self.history = _merged(self.entries, (noise_multiplier, sample_rate, steps))
+        """Append ``steps`` steps of the given mechanism (``steps == 0`` records nothing).
+
+        Raises
+        ------
+        ValueError
+            An invalid field (named in the message), or a mechanism the ledger's accountant
+            cannot compose with its history (``"gdp"`` composes one mechanism only); the ledger
+            is unchanged.
+        """
+        entry = validate_history_entry(noise_multiplier, sample_rate, steps)
+        if entry[2]:
+            history = _merged(self.entries, entry)
+            self.history = validate_history(history, accountant=self.accountant)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state; :meth:`from_state_dict` restores it exactly."""
@@ -122,20 +135,27 @@ class PrivacyLedger:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PrivacyLedger:
         """Rebuild a ledger from :meth:`state_dict` output, validating it."""
-        if not isinstance(state, dict) or state.get("version") != _FORMAT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        if type(version) is not int or version != _FORMAT_VERSION:
             raise ValueError(
                 f"not a privacy ledger state of version {_FORMAT_VERSION}: {str(state)[:80]!r}"
             )
+        missing = [k for k in ("accountant", "delta", "max_epsilon", "history") if k not in state]
+        if missing:
+            raise ValueError(f"corrupt privacy ledger state: missing fields {missing}")
+        history, max_eps = state["history"], state["max_epsilon"]
+        if not isinstance(history, list):
+            raise ValueError(
+                f"corrupt privacy ledger state: expected history to be a list, got {history!r}"
+            )
         try:
-            history = [(float(nm), float(sr), int(n)) for nm, sr, n in state["history"]]
-            max_eps = state["max_epsilon"]
             return cls(
                 accountant=state["accountant"],
-                delta=float(state["delta"]),
-                max_epsilon=math.inf if max_eps is None else float(max_eps),
+                delta=state["delta"],
+                max_epsilon=math.inf if max_eps is None else max_eps,
                 history=history,
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except ValueError as err:
             raise ValueError(f"corrupt privacy ledger state: {err}") from err
 
     def to_json(self) -> str:
@@ -147,7 +167,7 @@ class PrivacyLedger:
         """Inverse of :meth:`to_json`."""
         try:
             state = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"corrupt privacy ledger JSON: {err}") from err
         return cls.from_state_dict(state)
 

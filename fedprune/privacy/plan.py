@@ -11,7 +11,9 @@ from fedprune.privacy.accounting import (
     AccountantName,
     calibrate_noise,
     epsilon_of,
+    is_real,
     validate_accountant,
+    validate_history_entry,
 )
 
 __all__ = ["DPPlan"]
@@ -46,16 +48,11 @@ class DPPlan:
     accountant: AccountantName = "rdp"
 
     def __post_init__(self) -> None:
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ValueError(f"expected noise_multiplier >= 0, got {self.noise_multiplier}")
-        if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
-            raise ValueError(f"expected max_grad_norm > 0, got {self.max_grad_norm}")
-        if not 0 < self.sample_rate <= 1:
-            raise ValueError(f"expected sample_rate in (0, 1], got {self.sample_rate}")
-        if self.steps < 0 or int(self.steps) != self.steps:
-            raise ValueError(f"expected steps to be an int >= 0, got {self.steps}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"expected delta in (0, 1), got {self.delta}")
+        validate_history_entry(self.noise_multiplier, self.sample_rate, self.steps)
+        if not (is_real(self.max_grad_norm) and 0 < self.max_grad_norm < math.inf):
+            raise ValueError(f"expected max_grad_norm > 0 and finite, got {self.max_grad_norm!r}")
+        if not (is_real(self.delta) and 0 < self.delta < 1):
+            raise ValueError(f"expected delta in (0, 1), got {self.delta!r}")
         validate_accountant(self.accountant)
 
     @classmethod
@@ -106,5 +103,23 @@ class DPPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DPPlan:
-        """Inverse of :meth:`to_dict`; validates every field."""
+        """Inverse of :meth:`to_dict`; validates every field.
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not a dict, lacks a required field, has an unknown one, or a field is
+            invalid (the message names it).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a dict of DPPlan fields, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        missing = [
+            name
+            for name, f in fields.items()
+            if name not in data and f.default is dataclasses.MISSING
+        ]
+        if unknown or missing:
+            raise ValueError(f"bad DPPlan fields: unknown {unknown}, missing {missing}")
         return cls(**data)

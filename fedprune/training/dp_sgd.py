@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,9 @@ def train_dp_sgd(
         step (a refused run changes nothing), then one step recorded per noisy step.
         ``plan.accountant``/``plan.delta`` must match it. A fresh unbounded ledger if ``None``.
     reselect, reselect_every:
-        ``select`` mode: every ``reselect_every`` steps, ``reselect(model)`` picks a new mask.
+        ``select`` mode: every ``reselect_every`` steps, ``reselect(model)`` picks a new mask
+        (called with Opacus's hooks off, so it may run the model on public data; the mask must
+        fit ``model``).
     seed:
         Seeds Poisson sampling and the noise generator (reproducible, not cryptographically
         secure; research use).
@@ -94,6 +97,9 @@ def train_dp_sgd(
     assumption that every mask is independent of ``dataset``. Unselected coordinates receive
     neither gradient nor noise and stay bit-identical; tensors without any selected coordinate
     in ``freeze`` mode skip per-example gradient computation entirely.
+
+    Afterwards ``model`` carries no Opacus hooks or attributes (it can be trained again) and no
+    gradients: the last step's un-noised clipped sum (Opacus's ``summed_grad``) is deleted.
 
     Raises
     ------
@@ -150,14 +156,19 @@ def train_dp_sgd(
                 )
             ):
                 if reselect is not None and step > 0 and step % reselect_every == 0:
-                    mask = reselect(model)
+                    mask = _reselected(reselect, model, gsm)
                     optimizer.set_masks(_aligned(mask, named))
                 optimizer.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(gsm(x), y).backward()
+                with _quiet_backward_hooks():
+                    nn.functional.cross_entropy(gsm(x), y).backward()
                 optimizer.step()
         finally:
             gsm._close()
-    trained = mask.num_selected if mask is not None else sum(p.numel() for _, p in named)
+            _drop_gradients([p for _, p in named])
+    trained = sum(
+        p.numel() if m is None else int(m.sum())
+        for (_, p), m in zip(named, _aligned(mask, named), strict=True)
+    )
     return DPTrainResult(
         plan=plan,
         epsilon=ledger.epsilon(),
@@ -165,6 +176,35 @@ def train_dp_sgd(
         trained_coordinates=int(trained),
         mask=mask,
     )
+
+
+def _reselected(reselect: Reselect, model: nn.Module, gsm: GradSampleModule) -> ParameterMask:
+    """``reselect(model)`` with Opacus's hooks off, checked against ``model``.
+
+    A strategy that runs the model on public data (``gradient``, ``snip``) would otherwise
+    trigger the per-example gradient hooks outside a DP step (Opacus then fails on the
+    unmatched backward pass).
+    """
+    gsm.disable_hooks()
+    try:
+        with _quiet_backward_hooks():
+            mask = reselect(model)
+    finally:
+        gsm.enable_hooks()
+    mask.validate_for(model)
+    return mask
+
+
+def _drop_gradients(params: list[nn.Parameter]) -> None:
+    """Remove the gradients a run left on the parameters it trained.
+
+    Opacus leaves ``summed_grad`` -- the last step's clipped sum *before* noise, which is not
+    differentially private -- on each parameter; ``grad`` holds the last noisy update.
+    """
+    for p in params:
+        if hasattr(p, "summed_grad"):
+            del p.summed_grad
+        p.grad = None
 
 
 def _aligned(
@@ -183,6 +223,15 @@ def _cycle(loader: DPDataLoader, steps: int) -> Iterator[tuple[torch.Tensor, tor
                 return
             taken += 1
             yield batch
+
+
+@contextmanager
+def _quiet_backward_hooks() -> Iterator[None]:
+    """Silence torch's note that Opacus's hook on a first layer (input needs no grad) fires
+    on output gradients only: harmless, and it would repeat every step."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
 
 
 @contextmanager

@@ -86,21 +86,29 @@ class MaskedDPOptimizer(DPOptimizer):
             raise ValueError(f"expected {len(params)} masks (one per parameter), got {len(masks)}")
         checked: list[torch.Tensor | None] = []
         for i, (p, m) in enumerate(zip(params, masks, strict=True)):
+            if m is not None and not isinstance(m, torch.Tensor):
+                raise ValueError(f"mask {i} must be a bool tensor or None, got {type(m).__name__}")
             if m is not None and (m.dtype != torch.bool or m.shape != p.shape):
                 raise ValueError(
                     f"mask {i} must be a bool tensor of shape {tuple(p.shape)}, "
                     f"got {m.dtype} {tuple(m.shape)}"
                 )
-            checked.append(None if m is None or bool(m.all()) else m.to(p.device))
+            # a private copy: later changes to the caller's tensor must not change the selection
+            checked.append(None if m is None or bool(m.all()) else m.to(p.device, copy=True))
         self._masks = checked
 
     def clip_and_accumulate(self) -> None:
-        """Zero unselected per-example gradient entries, then clip and sum as Opacus does."""
+        """Zero unselected per-example gradient entries, then clip and sum as Opacus does.
+
+        Entries are overwritten with 0 (not multiplied by the mask), so a non-finite gradient
+        on an unselected coordinate cannot leak into the norms or into the update as NaN.
+        """
         for p, m in zip(self.params, self._masks, strict=True):
-            if m is not None and p.grad_sample is not None:
-                samples = p.grad_sample if isinstance(p.grad_sample, list) else [p.grad_sample]
+            grad_sample = getattr(p, "grad_sample", None)
+            if m is not None and grad_sample is not None:
+                samples = grad_sample if isinstance(grad_sample, list) else [grad_sample]
                 for g in samples:
-                    g.mul_(m)
+                    g.masked_fill_(~m, 0.0)
         super().clip_and_accumulate()
 
     def add_noise(self) -> None:
