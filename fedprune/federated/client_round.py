@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
 
-from fedprune.config import DataConfig, RunConfig
+from fedprune.config import DataConfig, PrivacyConfig, RunConfig
 from fedprune.data import PrivateDataset, PublicPrivateSplit, client_dataset, partition_indices
 from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
@@ -24,7 +27,7 @@ from fedprune.federated.protocol import (
 )
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, make_plan, steps_for
-from fedprune.privacy import PrivacyBudgetExceededError, PrivacyLedger
+from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.training import train_dp_sgd, train_sgd
 
 __all__ = ["ClientRoundResult", "client_partition", "new_ledger", "run_client_round"]
@@ -110,7 +113,7 @@ def run_client_round(
 
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
     partition is touched only by DP-SGD (or by plain SGD when ``privacy.enabled`` is false, a
-    non-private baseline).
+    non-private baseline). Either way only the selected coordinates are trained.
     """
     data = client_partition(
         config.data, seed=config.seed, partition_id=partition_id, num_partitions=num_partitions
@@ -126,20 +129,23 @@ def run_client_round(
     metrics: Metrics = {METRIC_PARTITION_ID: partition_id, METRIC_REFUSED: ""}
     seed = config.seed * 1_000_003 + partition_id * 1_009 + server_round
     if not config.privacy.enabled:
-        train_sgd(
-            model,
-            data.dataset,
-            epochs=config.federated.local_epochs,
-            lr=config.optim.lr,
-            batch_size=config.optim.batch_size,
-            momentum=config.optim.momentum,
-            seed=seed,
-        )
+        with _masked_gradients(model, mask):
+            train_sgd(
+                model,
+                data.dataset,
+                epochs=config.federated.local_epochs,
+                lr=config.optim.lr,
+                batch_size=config.optim.batch_size,
+                momentum=config.optim.momentum,
+                seed=seed,
+            )
     else:
-        total = make_plan(
-            config.privacy, sample_rate=sample_rate, steps=round_steps * config.federated.num_rounds
+        plan = _round_plan(
+            config.privacy,
+            sample_rate=sample_rate,
+            round_steps=round_steps,
+            num_rounds=config.federated.num_rounds,
         )
-        plan = total.replace(steps=round_steps)
         metrics |= {
             METRIC_NOISE_MULTIPLIER: plan.noise_multiplier,
             METRIC_SAMPLE_RATE: plan.sample_rate,
@@ -147,7 +153,7 @@ def run_client_round(
             METRIC_ACCOUNTANT: plan.accountant,
         }
         try:
-            train_dp_sgd(
+            trained = train_dp_sgd(
                 model,
                 data.dataset,
                 plan=plan,
@@ -159,17 +165,56 @@ def run_client_round(
             )
         except PrivacyBudgetExceededError as err:
             logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
-            metrics |= _ledger_metrics(ledger) | {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
+            metrics |= {
+                METRIC_EPSILON: ledger.epsilon(),
+                METRIC_STEPS: ledger.steps,
+                METRIC_REFUSED: str(err),
+                METRIC_ROUND_STEPS: 0,
+            }
             return ClientRoundResult(
                 update=np.zeros(mask.num_selected, dtype=np.float32),
                 num_examples=0,
                 metrics=metrics,
             )
-        metrics |= _ledger_metrics(ledger) | {METRIC_ROUND_STEPS: round_steps}
+        metrics |= {
+            METRIC_EPSILON: trained.epsilon,
+            METRIC_STEPS: ledger.steps,
+            METRIC_ROUND_STEPS: round_steps,
+        }
     after = mask.gather(dict(model.named_parameters()))
     update = (after - before).detach().numpy().astype(np.float32)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
 
 
-def _ledger_metrics(ledger: PrivacyLedger) -> Metrics:
-    return {METRIC_EPSILON: ledger.epsilon(), METRIC_STEPS: ledger.steps}
+@functools.lru_cache(maxsize=16)
+def _round_plan(
+    privacy: PrivacyConfig, *, sample_rate: float, round_steps: int, num_rounds: int
+) -> DPPlan:
+    """One round's plan, its noise calibrated for ``num_rounds`` such rounds.
+
+    Cached: the calibration (a search over the accountant, seconds) gives the same plan in every
+    round of a client and for every equally sized partition served by one process.
+    """
+    total = make_plan(privacy, sample_rate=sample_rate, steps=round_steps * num_rounds)
+    return total.replace(steps=round_steps)
+
+
+@contextmanager
+def _masked_gradients(model: nn.Module, mask: ParameterMask) -> Iterator[None]:
+    """While active, every gradient of ``model`` is zero outside ``mask``.
+
+    ``train_sgd``'s SGD (no weight decay; momentum buffers only ever receive zeros there) then
+    moves only the selected coordinates, as masked DP-SGD does: the non-private baseline trains
+    the coordinates the server will apply, on the model the server holds everywhere else.
+    """
+    params = dict(model.named_parameters())
+    handles = [
+        params[name].register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
+        for name, keep in mask.items()
+        if params[name].requires_grad
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,252 @@
+"""``run_client_round``: one client's masked DP-SGD round, its ledger and its data partition."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from torch import nn
+
+from fedprune.config import RunConfig
+from fedprune.data import PublicPrivateSplit
+from fedprune.federated import (
+    METRIC_ACCOUNTANT,
+    METRIC_DELTA,
+    METRIC_EPSILON,
+    METRIC_NOISE_MULTIPLIER,
+    METRIC_PARTITION_ID,
+    METRIC_REFUSED,
+    METRIC_ROUND_STEPS,
+    METRIC_SAMPLE_RATE,
+    METRIC_STEPS,
+    ClientRoundResult,
+    model_to_arrays,
+    run_client_round,
+)
+from fedprune.federated.client_round import client_partition, new_ledger
+from fedprune.masks import ParameterMask
+from fedprune.pipeline import pick_mask, steps_for
+from fedprune.privacy import PrivacyLedger
+from fedprune.training import train_sgd
+
+
+@pytest.fixture
+def mask(
+    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
+) -> ParameterMask:
+    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=1)
+
+
+def _round(
+    config: RunConfig,
+    model: nn.Module,
+    mask: ParameterMask,
+    ledger: PrivacyLedger,
+    *,
+    server_round: int = 1,
+    partition_id: int = 0,
+) -> ClientRoundResult:
+    return run_client_round(
+        config,
+        partition_id=partition_id,
+        num_partitions=config.federated.num_clients,
+        global_arrays=model_to_arrays(model),
+        mask=mask,
+        ledger=ledger,
+        server_round=server_round,
+    )
+
+
+def _rdp_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    accountant = RDPAccountant()
+    accountant.history = [(sigma, q, steps)]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def test_update_covers_exactly_the_selected_coordinates(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    before = model_to_arrays(fresh_model)
+    result = _round(small_config, fresh_model, mask, new_ledger(small_config))
+
+    assert result.update.shape == (mask.num_selected,)
+    assert result.update.dtype == np.float32
+    assert np.isfinite(result.update).all()
+    assert np.count_nonzero(result.update) > 0.9 * mask.num_selected
+    n = len(client_partition(small_config.data, seed=0, partition_id=0, num_partitions=3))
+    assert result.num_examples == n
+    assert result.metrics[METRIC_PARTITION_ID] == 0
+    assert result.metrics[METRIC_REFUSED] == ""
+    assert result.metrics[METRIC_ACCOUNTANT] == "rdp"
+    assert result.metrics[METRIC_DELTA] == small_config.privacy.delta
+    # the caller's global arrays are left alone
+    for a, b in zip(before, model_to_arrays(fresh_model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_round_is_deterministic_given_the_config(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    a = _round(small_config, fresh_model, mask, new_ledger(small_config))
+    b = _round(small_config, fresh_model, mask, new_ledger(small_config))
+    np.testing.assert_array_equal(a.update, b.update)
+    c = _round(small_config, fresh_model, mask, new_ledger(small_config), server_round=2)
+    assert not np.array_equal(a.update, c.update)  # fresh noise and batches each round
+
+
+def test_ledger_composes_across_rounds_like_one_accountant(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    ledger = new_ledger(small_config)
+    n = len(client_partition(small_config.data, seed=0, partition_id=1, num_partitions=3))
+    q, round_steps = steps_for(
+        num_examples=n,
+        batch_size=small_config.optim.batch_size,
+        epochs=small_config.federated.local_epochs,
+    )
+    rounds = small_config.federated.num_rounds
+    epsilons = []
+    sigmas = set()
+    for server_round in range(1, rounds + 1):
+        result = _round(
+            small_config, fresh_model, mask, ledger, server_round=server_round, partition_id=1
+        )
+        sigma = float(result.metrics[METRIC_NOISE_MULTIPLIER])
+        sigmas.add(sigma)
+        steps = server_round * round_steps
+        expected = _rdp_epsilon(sigma, q, steps, small_config.privacy.delta)
+        assert result.metrics[METRIC_SAMPLE_RATE] == q
+        assert result.metrics[METRIC_ROUND_STEPS] == round_steps
+        assert result.metrics[METRIC_STEPS] == steps == ledger.steps
+        assert result.metrics[METRIC_EPSILON] == pytest.approx(expected, rel=1e-9)
+        assert ledger.epsilon() == pytest.approx(expected, rel=1e-9)
+        epsilons.append(ledger.epsilon())
+
+    assert len(sigmas) == 1  # one mechanism, calibrated once for all rounds
+    assert epsilons == sorted(epsilons)
+    target = small_config.privacy.target_epsilon
+    # calibrated for all rounds: the full budget is spent, never exceeded (Opacus tolerance 0.01)
+    assert target - 0.02 <= epsilons[-1] <= target
+
+
+def test_client_refuses_before_any_step_when_over_budget(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    config = small_config.replace(**{"privacy.max-epsilon": 0.5})
+    ledger = new_ledger(config)
+
+    result = _round(config, fresh_model, mask, ledger)
+
+    assert result.num_examples == 0
+    np.testing.assert_array_equal(result.update, np.zeros(mask.num_selected, np.float32))
+    assert "max_epsilon=0.5" in str(result.metrics[METRIC_REFUSED])
+    assert result.metrics[METRIC_ROUND_STEPS] == 0
+    assert result.metrics[METRIC_STEPS] == 0
+    assert result.metrics[METRIC_EPSILON] == 0.0
+    assert ledger.entries == []
+
+
+def test_refusal_after_training_leaves_the_ledger_unchanged(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    ledger = new_ledger(small_config)
+    first = _round(small_config, fresh_model, mask, ledger)
+    eps_one_round = ledger.epsilon()
+    # a budget between one round's and two rounds' spend: round 2 must be refused
+    budget = (eps_one_round + small_config.privacy.target_epsilon) / 2
+    tight = small_config.replace(**{"privacy.max-epsilon": budget})
+    ledger.max_epsilon = budget
+    entries = ledger.entries
+
+    second = _round(tight, fresh_model, mask, ledger, server_round=2)
+
+    assert first.num_examples > 0 and first.metrics[METRIC_REFUSED] == ""
+    assert second.num_examples == 0
+    assert second.metrics[METRIC_REFUSED] != ""
+    assert not second.update.any()
+    assert ledger.entries == entries
+    assert second.metrics[METRIC_EPSILON] == eps_one_round
+    assert second.metrics[METRIC_STEPS] == first.metrics[METRIC_STEPS]
+
+
+def test_non_private_round_claims_no_epsilon(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    config = small_config.replace(**{"privacy.enabled": False})
+    ledger = new_ledger(config)
+    result = _round(config, fresh_model, mask, ledger)
+    assert result.update.shape == (mask.num_selected,)
+    assert np.count_nonzero(result.update) > 0
+    assert METRIC_EPSILON not in result.metrics
+    assert ledger.entries == []
+
+
+def test_non_private_round_trains_only_the_selected_coordinates(
+    small_config: RunConfig, fresh_model: nn.Module
+) -> None:
+    # full-batch SGD (order-free) for 3 epochs; only the output layer is selected
+    config = small_config.replace(
+        **{"privacy.enabled": False, "optim.batch-size": 10_000, "federated.local-epochs": 3}
+    )
+    last = {"5.weight", "5.bias"}
+    mask = ParameterMask(
+        {
+            n: torch.full(p.shape, n in last, dtype=torch.bool)
+            for n, p in fresh_model.named_parameters()
+        }
+    )
+    data = client_partition(config.data, seed=0, partition_id=0, num_partitions=3).dataset
+
+    def local_sgd(frozen: set[str]) -> np.ndarray:
+        model = copy.deepcopy(fresh_model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name not in frozen)
+        train_sgd(model, data, epochs=3, lr=config.optim.lr, batch_size=10_000, momentum=0.0)
+        return (mask.gather(dict(model.named_parameters())) - mask.gather(before)).numpy()
+
+    before = {n: p.detach().clone() for n, p in fresh_model.named_parameters()}
+    masked = local_sgd({n for n in before if n not in last})
+    dense = local_sgd(set())
+
+    result = _round(config, fresh_model, mask, new_ledger(config))
+
+    np.testing.assert_allclose(result.update, masked, atol=1e-6)
+    assert not np.allclose(result.update, dense, atol=1e-4)
+
+
+def test_global_arrays_of_another_model_are_rejected(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(ValueError, match="arrays for the model"):
+        _round(small_config, other, mask, new_ledger(small_config))
+
+
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
+def test_partitions_are_disjoint_and_cover_the_private_set(
+    small_config: RunConfig, digits_split: PublicPrivateSplit, scheme: str
+) -> None:
+    data = small_config.replace(**{"data.partition": scheme}).data
+    parts = [client_partition(data, seed=0, partition_id=i, num_partitions=3) for i in range(3)]
+    assert all(len(p) > 0 for p in parts)
+
+    def rows(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
+        flat = np.concatenate([x.reshape(len(x), -1).numpy(), y[:, None].numpy()], axis=1)
+        return sorted(r.tobytes() for r in flat.astype(np.float64))
+
+    combined = rows(
+        torch.cat([p.dataset.tensors[0] for p in parts]),
+        torch.cat([p.dataset.tensors[1] for p in parts]),
+    )
+    private = rows(*digits_split.private.dataset.tensors)
+    # as multisets of (image, label) records: every private record in exactly one partition
+    assert combined == private
+    assert sum(len(p) for p in parts) == len(digits_split.private)
+
+
+def test_partition_id_out_of_range(small_config: RunConfig) -> None:
+    with pytest.raises(ValueError, match=r"expected partition_id in \[0, 3\), got 3"):
+        client_partition(small_config.data, seed=0, partition_id=3, num_partitions=3)
