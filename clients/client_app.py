@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,19 @@ class MaskedDPClient(NumPyClient):
         return Path(directory) / f"client-{self.partition_id}.json" if directory else None
 
     def _load_ledger(self, config: RunConfig) -> PrivacyLedger:
+        """The node's ledger; its budget is the tighter of the stored one, the run config's and
+        the node's own ``max-epsilon`` (``--node-config``), so a server cannot raise it."""
         path = self._ledger_path(config)
-        if path is not None:
-            return PrivacyLedger.load(path) if path.exists() else new_ledger(config)
         record = self.context.state.config_records.get(_LEDGER_RECORD)
-        if record is None:
-            return new_ledger(config)
-        return PrivacyLedger.from_json(bytes(record["json"]))  # type: ignore[arg-type]
+        if path is not None and path.exists():
+            ledger = PrivacyLedger.load(path)
+        elif path is None and record is not None:
+            ledger = PrivacyLedger.from_json(bytes(record["json"]))  # type: ignore[arg-type]
+        else:
+            ledger = new_ledger(config)
+        node_budget = float(self.context.node_config.get("max-epsilon", math.inf))
+        ledger.max_epsilon = min(ledger.max_epsilon, config.privacy.max_epsilon, node_budget)
+        return ledger
 
     def _save_ledger(self, config: RunConfig, ledger: PrivacyLedger) -> None:
         path = self._ledger_path(config)

@@ -118,6 +118,10 @@ class PrivacyConfig:
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
     max_epsilon: float = math.inf
     """Hard budget per data holder; training past it is refused before any step."""
+    secure_noise: bool = False
+    """Draw DP noise and Poisson sampling from OS entropy instead of ``seed``. Needed whenever
+    someone who knows the run's seed must not learn the noise -- e.g. a federated server, which
+    sends the config (seed included) to its clients. Off: reproducible research runs."""
     ledger_dir: str = ""
     """Federated clients: keep each client's ledger in ``<ledger_dir>/client-<id>.json`` so its
     epsilon survives restarts (empty: in the node's Flower ``context.state`` only)."""
@@ -173,6 +177,8 @@ class FederatedConfig:
     server_lr: float = 1.0
     """The server adds ``server_lr`` times the averaged client update to the global model."""
     min_clients: int = 2
+    resume: bool = False
+    """Continue from ``<out-dir>/checkpoint.pt`` (model, mask, completed rounds) if it exists."""
 
     def __post_init__(self) -> None:
         _check(self.num_rounds >= 1, "federated.num-rounds", ">= 1", self.num_rounds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -11,6 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedprune.config import RunConfig
 from fedprune.pipeline import build_model, load_split, warm_start
 from fedprune.training import evaluate
+from server.checkpoint import Checkpoint, load_checkpoint
 from server.legacy import DefaultWorkflow, LegacyContext, SecAggPlusWorkflow, ServerConfig
 from server.report import format_table
 from server.strategy import MaskedDPFedAvg
@@ -26,9 +28,18 @@ def run_federation(
     """Run ``config.federated.num_rounds`` rounds on ``grid`` and return the run summary."""
     split = load_split(config.data, seed=config.seed)
     model = build_model(config, split)
-    warm_start(model, split.public, config, progress=progress)
-    public_only = evaluate(model, split.test).accuracy
-    logger.info("public-only warm start: test accuracy %.4f", public_only)
+    resumed = _resumable_checkpoint(config)
+    if resumed is None:
+        warm_start(model, split.public, config, progress=progress)
+        public_only = evaluate(model, split.test).accuracy
+        logger.info("public-only warm start: test accuracy %.4f", public_only)
+    else:
+        model.load_state_dict(resumed.model)
+        public_only = float(resumed.summary["public_only_test_accuracy"])
+        logger.info("resuming after round %d from %s", resumed.round, config.out_dir)
+        if resumed.round >= config.federated.num_rounds:
+            logger.info("all %d rounds already done", config.federated.num_rounds)
+            return resumed.summary
     secure = config.secagg.enabled
     strategy = MaskedDPFedAvg(
         config=config,
@@ -36,11 +47,12 @@ def run_federation(
         model=model,
         secure=secure,
         public_only_accuracy=public_only,
+        resumed=resumed,
         progress=progress,
     )
     legacy = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=config.federated.num_rounds),
+        config=ServerConfig(num_rounds=config.federated.num_rounds - strategy.done),
         strategy=strategy,
     )
     workflow = DefaultWorkflow()
@@ -60,6 +72,22 @@ def run_federation(
     if progress:
         print(format_table(summary))
     return summary
+
+
+def _resumable_checkpoint(config: RunConfig) -> Checkpoint | None:
+    """The checkpoint to resume from, if ``federated.resume`` is set and one exists."""
+    if not (config.federated.resume and config.out_dir):
+        return None
+    checkpoint = load_checkpoint(Path(config.out_dir))
+    if checkpoint is not None:
+        checkpoint.check_resumable_by(config)
+        if config.privacy.enabled and not config.privacy.ledger_dir:
+            raise ValueError(
+                "cannot resume a private run without privacy.ledger-dir: clients' privacy "
+                "ledgers live in Flower's per-run node state and would restart from zero, "
+                "under-reporting every client's epsilon"
+            )
+    return checkpoint
 
 
 def make_server_app(

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -32,7 +31,7 @@ from fedprune.federated.protocol import (
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import pick_mask
 from fedprune.training import evaluate
-from fedprune.training.centralised import write_json
+from server.checkpoint import Checkpoint, save_checkpoint
 from server.legacy import (
     ClientManager,
     ClientProxy,
@@ -82,6 +81,7 @@ class MaskedDPFedAvg(FedAvg):
         model: nn.Module,
         secure: bool,
         public_only_accuracy: float,
+        resumed: Checkpoint | None = None,
         progress: bool = True,
     ) -> None:
         n = config.federated.num_clients
@@ -99,12 +99,23 @@ class MaskedDPFedAvg(FedAvg):
         self.mask: ParameterMask | None = None
         self.rounds: list[dict[str, Any]] = []
         self.clients: dict[int, dict[str, Any]] = {}
+        self.done = 0
+        """Rounds completed before this process started (resume)."""
+        if resumed is not None:
+            self.done = resumed.round
+            self.mask = resumed.mask
+            self.rounds = list(resumed.summary["rounds"])
+            self.clients = {int(k): v for k, v in resumed.summary["clients"].items()}
         self.public_only_accuracy = public_only_accuracy
         self.out_dir = Path(config.out_dir).resolve() if config.out_dir else None
         self._run_json = json.dumps(config.to_flat())
         self._started = time.perf_counter()
         self._bar = tqdm(
-            total=config.federated.num_rounds, desc="rounds", unit="round", disable=not progress
+            total=config.federated.num_rounds,
+            initial=self.done,
+            desc="rounds",
+            unit="round",
+            disable=not progress,
         )
 
     # -- Flower hooks ---------------------------------------------------------------------
@@ -117,6 +128,7 @@ class MaskedDPFedAvg(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Pick the mask if due (public data only) and send model + mask + config to all."""
+        server_round += self.done
         if self.mask is None or mask_due(self.config.mask, server_round):
             self.mask = pick_mask(
                 self.model,
@@ -147,6 +159,7 @@ class MaskedDPFedAvg(FedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Apply ``server_lr`` x the weighted mean of the clients' selected-coordinate updates."""
+        server_round += self.done
         assert self.mask is not None
         row: dict[str, Any] = {"round": server_round, "failures": len(failures)}
         weights = np.array([r.num_examples for _, r in results], dtype=np.float64)
@@ -179,6 +192,7 @@ class MaskedDPFedAvg(FedAvg):
         result = evaluate(self.model, self.split.test)
         if server_round == 0:
             return result.loss, {"accuracy": result.accuracy}
+        server_round += self.done
         if not self.rounds or self.rounds[-1]["round"] != server_round:
             # SecAgg+ halted this round: aggregate_fit was never called.
             self.rounds.append({"round": server_round, "skipped": "secure aggregation halted"})
@@ -224,18 +238,14 @@ class MaskedDPFedAvg(FedAvg):
 
     def _checkpoint(self, server_round: int) -> None:
         """Write ``summary.json`` and ``checkpoint.pt`` (model, mask, round, config)."""
-        if self.out_dir is None:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / "summary.json", self.summary())
-        tmp = self.out_dir / "checkpoint.pt.tmp"
-        torch.save(
-            {
-                "round": server_round,
-                "model": self.model.state_dict(),
-                "mask": self.mask.to_bytes() if self.mask else None,
-                "config": self.config.to_flat(),
-            },
-            tmp,
-        )
-        tmp.replace(self.out_dir / "checkpoint.pt")
+        if self.out_dir is not None:
+            save_checkpoint(
+                self.out_dir,
+                Checkpoint(
+                    round=server_round,
+                    model=self.model.state_dict(),
+                    mask=self.mask,
+                    config=self.config.to_flat(),
+                    summary=self.summary(),
+                ),
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,7 +128,11 @@ def run_client_round(
         num_examples=n, batch_size=config.optim.batch_size, epochs=config.federated.local_epochs
     )
     metrics: Metrics = {METRIC_PARTITION_ID: partition_id, METRIC_REFUSED: ""}
-    seed = config.seed * 1_000_003 + partition_id * 1_009 + server_round
+    seed = (
+        secrets.randbits(63)
+        if config.privacy.secure_noise
+        else config.seed * 1_000_003 + partition_id * 1_009 + server_round
+    )
     if not config.privacy.enabled:
         with _masked_gradients(model, mask):
             train_sgd(

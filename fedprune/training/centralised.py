@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
             ledger=ledger,
             reselect=reselect,
             reselect_every=config.mask.select_every,
-            seed=config.seed,
+            seed=secrets.randbits(63) if config.privacy.secure_noise else config.seed,
             progress=progress,
         )
         summary.update(

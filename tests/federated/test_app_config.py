@@ -44,11 +44,6 @@ def test_flwr_run_config_with_overrides_parses() -> None:
     assert config == RunConfig.from_flat(app_defaults()).replace(**overrides)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="[tool.flwr.app.config] lacks some keys, and Flower refuses --run-config overrides "
-    "of keys missing from it (reported to the lead)",
-)
 def test_flwr_run_can_override_every_federated_setting() -> None:
     centralised_only = {"optim.epochs"}
     missing = set(RunConfig().to_flat()) - set(app_defaults()) - centralised_only
