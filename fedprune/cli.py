@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedprune import __version__
+from fedprune.activation.cli import add_activation_privacy_parser
 from fedprune.config import RunConfig
 from fedprune.privacy import PrivacyBudgetExceededError
 
@@ -194,13 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.set_defaults(func=_run)
 
-    try:
-        from fedprune.activation.cli import add_activation_privacy_parser
-    except ImportError:  # pragma: no cover - the activation package is part of fedprune
-        pass
-    else:
-        add_activation_privacy_parser(sub)
+    add_activation_privacy_parser(sub)
     return parser
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    """Log fedprune's own records (and the apps') to stderr.
+
+    A handler on our package loggers rather than ``basicConfig``: Opacus configures the root
+    logger on import, which would turn ``basicConfig`` into a no-op.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("fedprune", "server", "clients"):
+        package_logger = logging.getLogger(name)
+        package_logger.handlers[:] = [handler]
+        package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        package_logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,10 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(verbose=args.verbose)
     try:
         code: int = args.func(args)
     except (ValueError, FileNotFoundError, PrivacyBudgetExceededError) as err:

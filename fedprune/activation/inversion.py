@@ -21,6 +21,7 @@ from fedprune.activation.metrics import mse_per_image, ssim
 
 __all__ = [
     "Inverter",
+    "Perturb",
     "ReconstructionQuality",
     "reconstruct",
     "reconstruction_quality",

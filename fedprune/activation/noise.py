@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from fedprune.activation.layers import replace_layer_output
+from fedprune.activation.layers import capture_layer_io, replace_layer_output
 
 __all__ = ["CalibratedNoise", "Mechanism", "calibrate_noise_scale", "noisy_accuracy", "unit_noise"]
 
@@ -82,8 +82,8 @@ class CalibratedNoise:
     mechanism:
         ``"laplace"`` (``scale`` is ``b``) or ``"gaussian"`` (``scale`` is ``σ``).
     scale:
-        Smallest scale found (to ``rel_tol``) whose accuracy is <= the target; 0 when the noise-free
-        model is already at or below the target.
+        Scale from which accuracy stays <= the target (see :func:`calibrate_noise_scale`); 0 when
+        the noise-free model is already at or below the target.
     accuracy:
         Test accuracy at ``scale`` (mean over the calibration draws).
     target_accuracy:
@@ -109,19 +109,24 @@ def calibrate_noise_scale(
     *,
     mechanism: Mechanism,
     target_accuracy: float,
-    activation_shape: tuple[int, ...],
     repeats: int = 3,
     seed: int = 0,
     rel_tol: float = 1e-3,
 ) -> CalibratedNoise:
-    """Bisect the noise scale so that the noisy model's accuracy on ``(x, y)`` meets the target.
+    """The smallest noise scale from which accuracy on ``(x, y)`` stays at or below the target.
+
+    Accuracy is a step function of the scale that is not exactly monotone (at tiny scales a
+    borderline example can flip by chance). So the scale is first scanned on a geometric grid
+    (ratio 1.25, from ``1e-4`` to ``7.5e3`` times the standard deviation of the clean layer
+    output, doubling further if needed); the bracket after the *last* grid point still above the
+    target is then bisected to ``rel_tol``.
 
     Parameters
     ----------
-    activation_shape:
-        Shape of the layer's output on ``x`` (batch first).
+    target_accuracy:
+        The accuracy to match, in [0, 1] (e.g. the pruned model's).
     repeats:
-        Independent noise draws averaged per accuracy evaluation.
+        Independent noise draws averaged per accuracy evaluation (the same draws at every scale).
     seed:
         Seeds the draws.
     """
@@ -129,9 +134,10 @@ def calibrate_noise_scale(
         raise ValueError(f"expected repeats >= 1, got {repeats}")
     if not 0.0 <= target_accuracy <= 1.0:
         raise ValueError(f"expected target_accuracy in [0, 1], got {target_accuracy}")
+    _, clean_output = capture_layer_io(model, layer_name, x)
     generator = torch.Generator().manual_seed(seed)
     draws = [
-        unit_noise(activation_shape, mechanism=mechanism, generator=generator)
+        unit_noise(clean_output.shape, mechanism=mechanism, generator=generator)
         for _ in range(repeats)
     ]
 
@@ -141,27 +147,26 @@ def calibrate_noise_scale(
     clean = accuracy(0.0)
     if clean <= target_accuracy:
         return CalibratedNoise(mechanism, 0.0, clean, target_accuracy)
-    low, high = 0.0, 1e-3
-    high_acc = accuracy(high)
-    while high_acc > target_accuracy:
-        low, high = high, 2.0 * high
-        if high > 1e12:
-            raise RuntimeError(
-                f"no {mechanism} scale up to 1e12 brings accuracy to {target_accuracy}"
-            )
-        high_acc = accuracy(high)
+    reference = float(clean_output.std()) or 1.0
+    grid = [reference * 1.25**i for i in range(-41, 41)]
+    above = [i for i, scale in enumerate(grid) if accuracy(scale) > target_accuracy]
+    if not above:
+        low, high = 0.0, grid[0]
+    elif above[-1] + 1 < len(grid):
+        low, high = grid[above[-1]], grid[above[-1] + 1]
+    else:
+        low, high = grid[-1], 2.0 * grid[-1]
+        while accuracy(high) > target_accuracy:
+            low, high = high, 2.0 * high
+            if high > 1e6 * grid[-1]:
+                raise RuntimeError(
+                    f"no {mechanism} scale up to {high:.3g} brings accuracy to {target_accuracy}"
+                )
     while high - low > rel_tol * high:
         mid = (low + high) / 2
-        mid_acc = accuracy(mid)
-        if mid_acc <= target_accuracy:
-            high, high_acc = mid, mid_acc
-        else:
-            low = mid
+        low, high = (low, mid) if accuracy(mid) <= target_accuracy else (mid, high)
+    high_acc = accuracy(high)
     logger.debug(
-        "%s scale %.4g gives accuracy %.4f (target %.4f)",
-        mechanism,
-        high,
-        high_acc,
-        target_accuracy,
+        "%s scale %.4g: accuracy %.4f (target %.4f)", mechanism, high, high_acc, target_accuracy
     )
     return CalibratedNoise(mechanism, high, high_acc, target_accuracy)

@@ -31,30 +31,40 @@ def plot_tradeoff(
     """Two panels, reconstruction SSIM and MSE against test accuracy, one series per protection.
 
     Each point is a mapping with ``protection`` (``none``/``pruning``/``laplace``/``gaussian``),
-    ``keep_fraction``, ``test_accuracy``, ``recon_ssim`` and ``recon_mse``. The dashed line is the
-    attacker's trivial guess (the mean public image).
+    ``keep_fraction``, ``test_accuracy``, ``recon_ssim``/``recon_mse`` (adapted attack, solid)
+    and ``unadapted_ssim``/``unadapted_mse`` (dotted). The dashed line is the attacker's trivial
+    guess (the mean public image).
     """
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    fig = Figure(figsize=(12, 5), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric, trivial, better in (
-        (axes[0], "recon_ssim", mean_image_ssim, "lower SSIM = less leaked"),
-        (axes[1], "recon_mse", mean_image_mse, "higher MSE = less leaked"),
+        (axes[0], "ssim", mean_image_ssim, "lower SSIM = less leaked"),
+        (axes[1], "mse", mean_image_mse, "higher MSE = less leaked"),
     ):
         for protection, style in _STYLE.items():
-            pts = sorted(
+            pts = sorted(  # along the pruning path: k from large to small
                 (p for p in points if p["protection"] == protection),
-                key=lambda p: float(p["test_accuracy"]),
+                key=lambda p: -float(p["keep_fraction"]),
             )
             xs = [float(p["test_accuracy"]) for p in pts]
-            ys = [float(p[metric]) for p in pts]
+            ys = [float(p[f"recon_{metric}"]) for p in pts]
             ax.plot(xs, ys, linestyle="-", markersize=7, **style)
+            ax.plot(
+                xs,
+                [float(p[f"unadapted_{metric}"]) for p in pts],
+                linestyle=":",
+                marker=style["marker"],
+                color=style["color"],
+                markerfacecolor="none",
+                alpha=0.6,
+            )
             if protection == "pruning":
                 for p, x, y in zip(pts, xs, ys, strict=True):
                     ax.annotate(
                         f"k={float(p['keep_fraction']):g}",
                         (x, y),
                         textcoords="offset points",
-                        xytext=(4, 6),
+                        xytext=(-6, -14),
                         fontsize=8,
                         color=style["color"],
                     )
@@ -62,16 +72,25 @@ def plot_tradeoff(
             if p["protection"] == "none":
                 ax.plot(
                     float(p["test_accuracy"]),
-                    float(p[metric]),
+                    float(p[f"recon_{metric}"]),
                     marker="*",
-                    markersize=14,
+                    markersize=13,
                     color="black",
                     linestyle="none",
                     label="no protection",
                 )
+        ax.plot(
+            [],
+            [],
+            linestyle=":",
+            marker="o",
+            markerfacecolor="none",
+            color="grey",
+            label="dotted, hollow: attacker ignores the protection",
+        )
         ax.axhline(trivial, color="grey", linestyle="--", label="mean public image (no attack)")
         ax.set_xlabel("test accuracy of the protected model")
-        ax.set_ylabel(f"reconstruction {metric.removeprefix('recon_').upper()} on private records")
+        ax.set_ylabel(f"reconstruction {metric.upper()} on private records")
         ax.set_title(better, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
@@ -115,11 +134,14 @@ def plot_perturbation_fits(
     axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
     for ax, (stats, e) in zip(axes, samples, strict=False):
         x = e.detach().flatten().double()
-        lim = float(x.abs().quantile(0.999)) if x.numel() <= 16_000_000 else float(x.abs().max())
-        ax.hist(
-            x.clamp(-lim, lim).numpy(),
-            bins=120,
-            density=True,
+        lim = float(x.abs().max())
+        counts = torch.histc(x, bins=120, min=-lim, max=lim)
+        edges = torch.linspace(-lim, lim, 121, dtype=torch.float64)
+        density = counts / (x.numel() * (edges[1] - edges[0]))
+        ax.stairs(
+            density.numpy(),
+            edges.numpy(),
+            fill=True,
             color="lightgrey",
             label="measured e = (W - W_k) u",
         )

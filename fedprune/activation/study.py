@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,8 @@ from tqdm.auto import tqdm
 
 from fedprune.activation.epsilon import MechanismEpsilon, mechanism_epsilon
 from fedprune.activation.inversion import (
+    Inverter,
+    Perturb,
     ReconstructionQuality,
     reconstruct,
     reconstruction_quality,
@@ -87,8 +88,10 @@ THREAT_MODEL = (
     "record, knows the deployed model (the pruned one, when pruned) and the noise mechanism and "
     "scale, and has public records from the same distribution. It trains a decoder on public "
     "records passed through the same release (fresh noise every batch for the noise mechanisms) "
-    "and decodes the private records' activations. Private records were never used to train the "
-    "classifier or the decoder."
+    "and decodes the private records' activations (the adapted attack, recon_* columns). Private "
+    "records were never used to train the classifier or the decoder. For contrast, the unadapted "
+    "attack (unadapted_* columns) decodes every release with the decoder trained on the "
+    "unprotected release, i.e. an attacker who ignores the protection."
 )
 
 CAVEATS = (
@@ -184,6 +187,15 @@ class ActivationPrivacyConfig:
 
 
 @dataclass(frozen=True)
+class _AttackOutcome:
+    """Adapted and unadapted attack quality on one release, and the grid's reconstructions."""
+
+    adapted: ReconstructionQuality
+    unadapted: ReconstructionQuality
+    grid_reconstructions: torch.Tensor
+
+
+@dataclass(frozen=True)
 class SettingResult:
     """One attacked release of the layer's activations.
 
@@ -201,7 +213,11 @@ class SettingResult:
     test_accuracy:
         Test accuracy of the released model (noise rows: mean over calibration draws).
     recon_mse, recon_ssim:
-        Attack quality on the private records (mean per image).
+        Quality of the adapted attack on the private records (mean per image): a decoder trained
+        on public data released through this same protection.
+    unadapted_mse, unadapted_ssim:
+        The same for the unadapted attack: the decoder trained on the *unprotected* release,
+        applied to this release (an attacker who ignores the protection; weaker).
     epsilon_whole_input, epsilon_one_coordinate:
         Laplace: ``Δ1 / b``; Gaussian: analytic mechanism at ``delta``; pruning: the *equivalent*
         Laplace epsilon of the fitted ``b`` (an analogy, no guarantee); ``None`` for ``none``.
@@ -216,9 +232,39 @@ class SettingResult:
     test_accuracy: float
     recon_mse: float
     recon_ssim: float
+    unadapted_mse: float
+    unadapted_ssim: float
     epsilon_whole_input: float | None
     epsilon_one_coordinate: float | None
     epsilon_basis: str
+
+    @classmethod
+    def of(
+        cls,
+        protection: Protection,
+        keep_fraction: float,
+        scale: float,
+        noise_std: float,
+        test_accuracy: float,
+        outcome: _AttackOutcome,
+        epsilon: MechanismEpsilon | None,
+        epsilon_basis: str,
+    ) -> SettingResult:
+        """Assemble a row from an attack outcome and the release's epsilon (if any)."""
+        return cls(
+            protection=protection,
+            keep_fraction=keep_fraction,
+            scale=scale,
+            noise_std=noise_std,
+            test_accuracy=test_accuracy,
+            recon_mse=outcome.adapted.mse,
+            recon_ssim=outcome.adapted.ssim,
+            unadapted_mse=outcome.unadapted.mse,
+            unadapted_ssim=outcome.unadapted.ssim,
+            epsilon_whole_input=None if epsilon is None else epsilon.whole_input,
+            epsilon_one_coordinate=None if epsilon is None else epsilon.one_coordinate,
+            epsilon_basis=epsilon_basis,
+        )
 
 
 @dataclass(frozen=True)
@@ -296,11 +342,12 @@ def _assumptions(
 def _grid_indices(labels: torch.Tensor, count: int) -> torch.Tensor:
     """First record of each class (in class order), then the next records: ``count`` in all."""
     firsts = [int(torch.nonzero(labels == c)[0]) for c in torch.unique(labels).tolist()]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    chosen = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in chosen]
     return torch.tensor((firsts + rest)[: min(count, len(labels))])
 
 
-def _noise_perturb(mechanism: Mechanism, scale: float) -> Callable[..., torch.Tensor]:
+def _noise_perturb(mechanism: Mechanism, scale: float) -> Perturb:
     def perturb(h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return h + scale * unit_noise(h.shape, mechanism=mechanism, generator=generator)
 
@@ -308,30 +355,30 @@ def _noise_perturb(mechanism: Mechanism, scale: float) -> Callable[..., torch.Te
 
 
 class _Attack:
-    """Shared inputs of every attack: public/private records and the decoder settings."""
+    """Attacks on one layer's releases, sharing the records, decoder settings and the first decoder.
+
+    The first :meth:`run` must be on the unprotected release: its decoder is kept as the
+    *unadapted* attacker, which later releases are also decoded with (an attacker who ignores the
+    protection). The *adapted* attacker trains a fresh decoder on each release.
+    """
 
     def __init__(
         self,
         config: ActivationPrivacyConfig,
+        layer: str,
         x_public: torch.Tensor,
         x_private: torch.Tensor,
         grid: torch.Tensor,
         progress: bool,
     ) -> None:
-        self.config, self.x_public, self.x_private = config, x_public, x_private
+        self.config, self.layer, self.x_public, self.x_private = config, layer, x_public, x_private
         self.grid, self.progress = grid, progress
+        self.unadapted: Inverter | None = None
 
-    def run(
-        self,
-        model: nn.Module,
-        layer: str,
-        *,
-        perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None,
-        seed: int,
-    ) -> tuple[ReconstructionQuality, torch.Tensor]:
-        """Train a decoder on the public release, decode the private release; quality + grid."""
-        _, h_public = capture_layer_io(model, layer, self.x_public)
-        _, h_private = capture_layer_io(model, layer, self.x_private)
+    def run(self, model: nn.Module, *, perturb: Perturb | None, seed: int) -> _AttackOutcome:
+        """Train a decoder on the public release of ``model``, decode the private release."""
+        _, h_public = capture_layer_io(model, self.layer, self.x_public)
+        _, h_private = capture_layer_io(model, self.layer, self.x_private)
         if perturb is not None:
             h_private = perturb(h_private, torch.Generator().manual_seed(seed + 1))
         inverter = train_inverter(
@@ -344,8 +391,16 @@ class _Attack:
             seed=seed,
             progress=self.progress,
         )
+        if self.unadapted is None:
+            self.unadapted = inverter
         recon = reconstruct(inverter, h_private)
-        return reconstruction_quality(recon, self.x_private), recon[self.grid]
+        return _AttackOutcome(
+            adapted=reconstruction_quality(recon, self.x_private),
+            unadapted=reconstruction_quality(
+                reconstruct(self.unadapted, h_private), self.x_private
+            ),
+            grid_reconstructions=recon[self.grid],
+        )
 
 
 def run_activation_privacy(
@@ -402,7 +457,7 @@ def run_activation_privacy(
     u_private, h_private = capture_layer_io(model, layer, x_private)
 
     grid = _grid_indices(y_private, config.grid_examples)
-    attack = _Attack(config, x_public, x_private, grid, progress)
+    attack = _Attack(config, layer, x_public, x_private, grid, progress)
     mean_image = x_public.mean(dim=0, keepdim=True).expand_as(x_private)
     result = ActivationPrivacyResult(
         config=config,
@@ -435,23 +490,21 @@ def run_activation_privacy(
         grid_originals=x_private[grid],
     )
 
-    quality, recon = attack.run(model, layer, perturb=None, seed=config.seed)
-    result.settings.append(
-        SettingResult(
-            "none",
-            1.0,
-            0.0,
-            0.0,
-            base_accuracy,
-            quality.mse,
-            quality.ssim,
-            None,
-            None,
-            "no protection",
+    def record(setting: SettingResult, outcome: _AttackOutcome, label: str) -> None:
+        result.settings.append(setting)
+        result.grid_rows.append(
+            (
+                f"{label}\nacc {setting.test_accuracy:.2f} SSIM {setting.recon_ssim:.2f}",
+                outcome.grid_reconstructions,
+            )
         )
-    )
-    result.grid_rows.append((f"no protection\nSSIM {quality.ssim:.2f}", recon))
 
+    outcome = attack.run(model, perturb=None, seed=config.seed)
+    record(
+        SettingResult.of("none", 1.0, 0.0, 0.0, base_accuracy, outcome, None, "no protection"),
+        outcome,
+        "no protection",
+    )
     for i, k in enumerate(tqdm(config.keep_fractions, desc="keep fractions", disable=not progress)):
         seed = config.seed + 1000 * (i + 1)
         pruned = prune_model_layer(model, layer, keep_fraction=k)
@@ -471,26 +524,21 @@ def run_activation_privacy(
         result.perturbation_samples.append(
             activation_perturbation(affine, u_private, keep_fraction=k)
         )
-        quality, recon = attack.run(pruned, layer, perturb=None, seed=seed)
-        result.settings.append(
-            SettingResult(
-                "pruning",
-                k,
-                stats.laplace.scale,
-                stats.std,
-                accuracy,
-                quality.mse,
-                quality.ssim,
-                report.equivalent_laplace.whole_input,
-                report.equivalent_laplace.one_coordinate,
-                "equivalent epsilon of the Laplace fit (analogy; pruning is deterministic: "
-                "no DP guarantee)",
-            )
+        outcome = attack.run(pruned, perturb=None, seed=seed)
+        basis = "equivalent epsilon of the Laplace fit (analogy: pruning is deterministic, no DP)"
+        setting = SettingResult.of(
+            "pruning",
+            k,
+            stats.laplace.scale,
+            stats.std,
+            accuracy,
+            outcome,
+            report.equivalent_laplace,
+            basis,
         )
-        result.grid_rows.append(
-            (f"pruned k={k:g}\nacc {accuracy:.2f} SSIM {quality.ssim:.2f}", recon)
-        )
+        record(setting, outcome, f"pruned, k={k:g}")
         for j, mechanism in enumerate(MECHANISMS):
+            noise_seed = seed + 10 * (j + 1)
             noise = calibrate_noise_scale(
                 model,
                 layer,
@@ -498,41 +546,23 @@ def run_activation_privacy(
                 y_test,
                 mechanism=mechanism,
                 target_accuracy=accuracy,
-                activation_shape=(len(x_test), *h_private.shape[1:]),
                 repeats=config.noise_repeats,
-                seed=seed + 10 * (j + 1),
+                seed=noise_seed,
             )
             eps = mechanism_epsilon(
                 sens, mechanism=mechanism, scale=noise.scale, delta=config.delta
             )
             perturb = _noise_perturb(mechanism, noise.scale) if noise.scale > 0 else None
-            quality, recon = attack.run(model, layer, perturb=perturb, seed=seed + 10 * (j + 1))
+            outcome = attack.run(model, perturb=perturb, seed=noise_seed)
             basis = (
                 "Laplace mechanism, epsilon = Δ1 / b (delta 0)"
                 if mechanism == "laplace"
                 else f"analytic Gaussian mechanism, delta {config.delta:g}"
             )
-            result.settings.append(
-                SettingResult(
-                    mechanism,
-                    k,
-                    noise.scale,
-                    noise.std,
-                    noise.accuracy,
-                    quality.mse,
-                    quality.ssim,
-                    eps.whole_input,
-                    eps.one_coordinate,
-                    basis,
-                )
+            setting = SettingResult.of(
+                mechanism, k, noise.scale, noise.std, noise.accuracy, outcome, eps, basis
             )
-            result.grid_rows.append(
-                (
-                    f"{mechanism}, acc of k={k:g}\n"
-                    f"acc {noise.accuracy:.2f} SSIM {quality.ssim:.2f}",
-                    recon,
-                )
-            )
+            record(setting, outcome, f"{mechanism}, matched to k={k:g}")
     result.seconds = time.perf_counter() - start
     logger.info("activation-privacy study finished in %.1f s", result.seconds)
     return result
