@@ -1,0 +1,268 @@
+"""Dataset loading: the bundled offline ``digits`` set and torchvision datasets from disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+__all__ = ["DatasetBundle", "available_datasets", "load_dataset", "register_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """A dataset held in memory as tensors.
+
+    Attributes
+    ----------
+    name:
+        Registry name (``"digits"``, ``"mnist"``, ...).
+    train, test:
+        ``TensorDataset(x, y)`` with ``x`` float32 of shape ``(N, C, H, W)`` scaled to ``[0, 1]``
+        and ``y`` int64 of shape ``(N,)`` holding class indices in ``[0, num_classes)``.
+    num_classes:
+        Number of classes.
+    """
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one example."""
+        c, h, w = self.train.tensors[0].shape[1:]
+        return int(c), int(h), int(w)
+
+
+Loader = Callable[[Path | None, bool, int], DatasetBundle]
+"""``(data_dir, download, seed) -> DatasetBundle``."""
+
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Decorator registering ``loader(data_dir, download, seed) -> DatasetBundle`` as ``name``."""
+
+    def wrap(loader: Loader) -> Loader:
+        if name in _LOADERS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _LOADERS[name] = loader
+        return loader
+
+    return wrap
+
+
+@register_dataset("digits")
+def _load_digits(data_dir: Path | None, download: bool, seed: int) -> DatasetBundle:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images); always offline.
+
+    The fixed train/test split (80/20, stratified, ``random_state=0``) does not follow ``seed`` so
+    that test accuracy is comparable across seeds.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    raw = load_digits()
+    x = (raw.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = raw.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    return DatasetBundle(
+        name="digits",
+        train=TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
+        test=TensorDataset(torch.from_numpy(x_te), torch.from_numpy(y_te)),
+        num_classes=10,
+    )
+
+
+def _take(dataset: TensorDataset, indices: np.ndarray) -> TensorDataset:
+    """The records ``indices`` (int64, 1-D) of ``dataset`` as a new ``TensorDataset`` (copied)."""
+    index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    return TensorDataset(*(t[index] for t in dataset.tensors))
+
+
+# --- torchvision datasets -------------------------------------------------------------------------
+# The expected on-disk layout is read from the torchvision class attributes themselves, so the
+# error message always matches what the installed torchvision looks for.
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where torchvision looks for a dataset's files, and in which form."""
+
+    folder: Path
+    names: list[str]
+    form: str
+
+
+def _idx_layout(cls: Any, root: Path) -> _Layout:
+    """MNIST family: uncompressed idx files in ``<root>/<ClassName>/raw/``."""
+    gz = [os.path.basename(url) for url, _ in cls.resources]
+    return _Layout(
+        folder=root / cls.__name__ / "raw",
+        names=[os.path.splitext(name)[0] for name in gz],
+        form="uncompressed idx files (gunzip the .gz downloads)",
+    )
+
+
+def _cifar_layout(cls: Any, root: Path) -> _Layout:
+    """CIFAR family: python pickle batches plus a meta file in ``<root>/<base_folder>/``."""
+    return _Layout(
+        folder=root / cls.base_folder,
+        names=[name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]],
+        form=f"python pickle batches (extract {cls.filename} into the root)",
+    )
+
+
+@dataclass(frozen=True)
+class _TorchvisionSpec:
+    """How to find and convert one torchvision dataset."""
+
+    name: str
+    class_name: str  # attribute of ``torchvision.datasets``, resolved at load time
+    num_classes: int
+    layout: Callable[[Any, Path], _Layout]
+
+
+def _to_images(data: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` in ``[0, 1]``."""
+    x = torch.as_tensor(data)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images from torchvision, got {x.dtype}")
+    # Reorder as uint8 first: one float32 copy at the end (CIFAR-10 train is ~0.6 GB as float32).
+    x = (x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).contiguous()
+    return x.to(torch.float32).div_(255.0)
+
+
+def _to_labels(targets: torch.Tensor | list[int], num_classes: int, where: str) -> torch.Tensor:
+    """Class indices -> int64 ``(N,)``, checked to lie in ``[0, num_classes)``."""
+    y = torch.as_tensor(targets, dtype=torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"{where}: expected labels in [0, {num_classes}), "
+            f"got range [{int(y.min())}, {int(y.max())}]"
+        )
+    return y
+
+
+def _load_split(
+    spec: _TorchvisionSpec, root: Path, *, train: bool, download: bool
+) -> TensorDataset:
+    """Load one split through torchvision's own dataset class and convert it."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, spec.class_name)
+    try:
+        ds = cls(root=str(root), train=train, download=download)
+    except RuntimeError as err:
+        if download:
+            raise
+        layout = spec.layout(cls, root)
+        missing = [n for n in layout.names if not (layout.folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"dataset {spec.name!r} not found under root {str(root)!r}: torchvision's "
+                f"{spec.class_name} expects {layout.form} {layout.names} in "
+                f"{str(layout.folder)!r}, and these are missing: {missing}. Fix: pass --download "
+                f"(download=True; needs internet), or place the files there (or point "
+                f"--data-dir / data_dir at the root that holds them)."
+            ) from err
+        raise RuntimeError(
+            f"dataset {spec.name!r}: the files in {str(layout.folder)!r} exist but torchvision's "
+            f"{spec.class_name} rejected them ({err}); they are probably corrupted or from another "
+            f"release (torchvision checks md5 sums). Replace them or pass --download."
+        ) from err
+    split = "train" if train else "test"
+    return TensorDataset(
+        _to_images(ds.data), _to_labels(ds.targets, spec.num_classes, f"{spec.name} {split}")
+    )
+
+
+def _torchvision_loader(spec: _TorchvisionSpec) -> Loader:
+    """A loader for ``spec`` (``seed`` is unused: torchvision's train/test split is fixed)."""
+
+    def load(data_dir: Path | None, download: bool, seed: int) -> DatasetBundle:
+        if data_dir is None:
+            raise ValueError(
+                f"dataset {spec.name!r} needs data_dir (the root holding torchvision's files)"
+            )
+        train = _load_split(spec, data_dir, train=True, download=download)
+        test = _load_split(spec, data_dir, train=False, download=download)
+        logger.info(
+            "loaded %s from %s: %d train, %d test, input shape %s",
+            spec.name,
+            data_dir,
+            len(train),
+            len(test),
+            tuple(train.tensors[0].shape[1:]),
+        )
+        return DatasetBundle(name=spec.name, train=train, test=test, num_classes=spec.num_classes)
+
+    load.__doc__ = f"torchvision's {spec.class_name} from disk (float32 images in [0, 1])."
+    return load
+
+
+for _spec in (
+    _TorchvisionSpec("mnist", "MNIST", 10, _idx_layout),
+    _TorchvisionSpec("fashion-mnist", "FashionMNIST", 10, _idx_layout),
+    _TorchvisionSpec("cifar10", "CIFAR10", 10, _cifar_layout),
+    _TorchvisionSpec("cifar100", "CIFAR100", 100, _cifar_layout),
+):
+    register_dataset(_spec.name)(_torchvision_loader(_spec))
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(
+    name: str, *, data_dir: str | Path | None = None, download: bool = False, seed: int = 0
+) -> DatasetBundle:
+    """Load dataset ``name`` into memory.
+
+    Every dataset comes back in one format (see :class:`DatasetBundle`): float32 images
+    ``(N, C, H, W)`` in ``[0, 1]`` and int64 labels ``(N,)``. Sizes: ``digits`` 1,437 + 360 of
+    ``(1, 8, 8)``; ``mnist`` and ``fashion-mnist`` 60,000 + 10,000 of ``(1, 28, 28)``; ``cifar10``
+    and ``cifar100`` 50,000 + 10,000 of ``(3, 32, 32)`` (about 0.7 GB as float32).
+
+    Parameters
+    ----------
+    name:
+        One of :func:`available_datasets`.
+    data_dir:
+        Root directory holding torchvision's on-disk files (ignored for ``digits``): MNIST in
+        ``<data_dir>/MNIST/raw/``, Fashion-MNIST in ``<data_dir>/FashionMNIST/raw/`` (uncompressed
+        idx files), CIFAR-10 in ``<data_dir>/cifar-10-batches-py/`` and CIFAR-100 in
+        ``<data_dir>/cifar-100-python/`` (python pickle batches).
+    download:
+        Let torchvision download missing files. Off by default: nothing is fetched unless asked.
+    seed:
+        Unused by fixed splits; accepted so every loader has one signature.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the known ones), or no ``data_dir`` for a torchvision set.
+    FileNotFoundError
+        The files are missing and ``download`` is off (the message says what and where).
+    RuntimeError
+        The files exist but torchvision rejects them (e.g. an md5 mismatch).
+    """
+    try:
+        loader = _LOADERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of {available_datasets()}"
+        ) from None
+    return loader(Path(data_dir) if data_dir is not None else None, download, seed)
