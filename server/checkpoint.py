@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,5 +101,5 @@ def load_checkpoint(out_dir: Path) -> Checkpoint | None:
             config=dict(raw["config"]),
             summary=summary,
         )
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         raise ValueError(f"corrupt checkpoint in {out_dir}: {err}") from err
