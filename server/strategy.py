@@ -44,9 +44,12 @@ from server.legacy import (
     parameters_to_ndarrays,
 )
 
-__all__ = ["MaskedDPFedAvg"]
+__all__ = ["CONNECT_TIMEOUT_S", "MaskedDPFedAvg"]
 
 logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 60
+"""How long the first round waits for all expected clients to connect."""
 
 
 class MaskedDPFedAvg(FedAvg):
@@ -89,7 +92,7 @@ class MaskedDPFedAvg(FedAvg):
             fraction_fit=1.0,
             fraction_evaluate=0.0,
             min_fit_clients=min(n, config.federated.min_clients),
-            min_available_clients=n,
+            min_available_clients=min(n, config.federated.min_clients),
             accept_failures=True,
         )
         self.config = config
@@ -148,9 +151,9 @@ class MaskedDPFedAvg(FedAvg):
             CONFIG_MASK: self.mask.to_bytes(),
             CONFIG_RUN: self._run_json,
         }
-        n = self.config.federated.num_clients
-        clients = client_manager.sample(num_clients=n, min_num_clients=self.min_fit_clients)
-        return [(c, FitIns(parameters, dict(fit_config))) for c in clients]
+        return [
+            (c, FitIns(parameters, dict(fit_config))) for c in self._participants(client_manager)
+        ]
 
     def aggregate_fit(
         self,
@@ -207,6 +210,27 @@ class MaskedDPFedAvg(FedAvg):
         return result.loss, {"accuracy": result.accuracy}
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _participants(self, client_manager: ClientManager) -> list[ClientProxy]:
+        """Every connected client (at least ``federated.min_clients``).
+
+        Waits up to ``CONNECT_TIMEOUT_S`` for the ``federated.num_clients`` the config expects
+        (nodes register while the first round starts); under ``flwr run`` the federation's
+        ``num-supernodes`` decides how many there are, so fewer is a warning, not an error.
+        """
+        expected = self.config.federated.num_clients
+        if not client_manager.wait_for(expected, timeout=CONNECT_TIMEOUT_S):
+            logger.warning(
+                "%d of the %d expected clients connected within %d s; training with them "
+                "(set federated.num-clients to the federation's num-supernodes)",
+                client_manager.num_available(),
+                expected,
+                CONNECT_TIMEOUT_S,
+            )
+        return client_manager.sample(
+            num_clients=max(client_manager.num_available(), self.min_fit_clients),
+            min_num_clients=self.min_fit_clients,
+        )
 
     def _mean_update(
         self, results: list[tuple[ClientProxy, FitRes]], weights: np.ndarray
