@@ -103,6 +103,7 @@ _RUN = [
     _Flag("--server-lr", "federated.server-lr", float, "server step size on the mean update"),
     _Flag("--partition", "data.partition", str, "client partition", ("iid", "dirichlet", "shards")),
     _Flag("--dirichlet-alpha", "data.dirichlet-alpha", float, "Dirichlet label-skew alpha"),
+    _Flag("--ledger-dir", "privacy.ledger-dir", str, "keep client privacy ledgers on disk here"),
 ]
 
 
@@ -152,6 +153,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["secagg.enabled"] = args.secagg
     if args.non_private:
         overrides["privacy.enabled"] = False
+    if args.resume:
+        overrides["federated.resume"] = True
     run_federated(overrides, progress=not args.quiet)
     return 0
 
@@ -192,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Flower SecAgg+ secure aggregation [secagg.enabled]",
     )
     run.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (needs --ledger-dir) [federated.resume]",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.set_defaults(func=_run)
 
