@@ -27,6 +27,7 @@ from fedprune.federated.protocol import (
     CONFIG_RUN,
     METRIC_PARTITION_ID,
     METRIC_REFUSED,
+    METRIC_SECAGG_CLIPPED,
 )
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import pick_mask
@@ -177,6 +178,14 @@ class MaskedDPFedAvg(FedAvg):
             client["num_examples"] = max(int(res.num_examples), client.get("num_examples", 0))
             if reason:
                 refused.append(pid)
+            if int(metrics.get(METRIC_SECAGG_CLIPPED, 0)):
+                logger.warning(
+                    "round %d: SecAgg+ clipped %d coordinates of client %d's update; raise "
+                    "secagg.clipping-range or secagg.max-weight",
+                    server_round,
+                    int(metrics[METRIC_SECAGG_CLIPPED]),
+                    pid,
+                )
         row["clients_trained"] = int((weights > 0).sum())
         row["clients_refused"] = refused
         if weights.sum() > 0:

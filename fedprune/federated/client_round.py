@@ -23,6 +23,7 @@ from fedprune.federated.protocol import (
     METRIC_REFUSED,
     METRIC_ROUND_STEPS,
     METRIC_SAMPLE_RATE,
+    METRIC_SECAGG_CLIPPED,
     METRIC_STEPS,
     arrays_to_model,
 )
@@ -31,7 +32,13 @@ from fedprune.pipeline import build_model, load_split, make_plan, steps_for
 from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.training import train_dp_sgd, train_sgd
 
-__all__ = ["ClientRoundResult", "client_partition", "new_ledger", "run_client_round"]
+__all__ = [
+    "ClientRoundResult",
+    "client_partition",
+    "new_ledger",
+    "run_client_round",
+    "secagg_clipped",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +195,20 @@ def run_client_round(
         }
     after = mask.gather(dict(model.named_parameters()))
     update = (after - before).detach().numpy().astype(np.float32)
+    if config.secagg.enabled:
+        metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
+
+
+def secagg_clipped(update: np.ndarray, *, num_examples: int, config: RunConfig) -> int:
+    """Number of coordinates SecAgg+ will silently clip.
+
+    SecAgg+ scales a client's vector by ``num_examples / max_weight`` and clips it to
+    ``[-clipping_range, clipping_range]`` before quantising; a non-zero count means the
+    aggregate will be biased (raise ``secagg.clipping-range`` or ``secagg.max-weight``).
+    """
+    scaled = np.abs(update) * (num_examples / config.secagg.max_weight)
+    return int((scaled > config.secagg.clipping_range).sum())
 
 
 @functools.lru_cache(maxsize=16)

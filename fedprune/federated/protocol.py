@@ -18,6 +18,7 @@ __all__ = [
     "METRIC_REFUSED",
     "METRIC_ROUND_STEPS",
     "METRIC_SAMPLE_RATE",
+    "METRIC_SECAGG_CLIPPED",
     "METRIC_STEPS",
     "arrays_to_model",
     "model_to_arrays",
@@ -42,6 +43,8 @@ METRIC_ROUND_STEPS = "round-steps"
 METRIC_ACCOUNTANT = "accountant"
 METRIC_REFUSED = "refused"
 """Empty string, or why the client refused to train this round."""
+METRIC_SECAGG_CLIPPED = "secagg-clipped"
+"""How many update coordinates SecAgg+ will clip (scaled value beyond its clipping range)."""
 
 
 def model_to_arrays(model: nn.Module) -> list[np.ndarray]:

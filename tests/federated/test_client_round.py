@@ -250,3 +250,13 @@ def test_partitions_are_disjoint_and_cover_the_private_set(
 def test_partition_id_out_of_range(small_config: RunConfig) -> None:
     with pytest.raises(ValueError, match=r"expected partition_id in \[0, 3\), got 3"):
         client_partition(small_config.data, seed=0, partition_id=3, num_partitions=3)
+
+
+def test_secagg_clipping_is_counted_from_the_scaled_update(small_config) -> None:
+    from fedprune.federated.client_round import secagg_clipped
+
+    config = small_config.replace(**{"secagg.max-weight": 100.0, "secagg.clipping-range": 1.0})
+    update = np.array([0.5, -0.5, 0.2, 0.0], dtype=np.float32)
+    # scaled by 300/100 = 3: |1.5|, |-1.5| exceed 1.0; 0.6 and 0 do not.
+    assert secagg_clipped(update, num_examples=300, config=config) == 2
+    assert secagg_clipped(update, num_examples=100, config=config) == 0
