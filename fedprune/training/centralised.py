@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
 import secrets
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from fedprune.config import RunConfig
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, make_plan, pick_mask, steps_for, warm_start
 from fedprune.privacy import PrivacyLedger
+from fedprune.results import write_json
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.loops import evaluate, train_sgd
 
@@ -127,19 +126,3 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
     if config.out_dir:
         write_json(Path(config.out_dir) / "summary.json", summary)
     return summary
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON (``inf`` -> ``null``), creating parent directories."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

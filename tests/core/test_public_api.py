@@ -16,6 +16,7 @@ PACKAGES = [
     "fedprune.models",
     "fedprune.pipeline",
     "fedprune.privacy",
+    "fedprune.results",
     "fedprune.training",
 ]
 
