@@ -499,7 +499,8 @@ def paired_differences(spec: CompareSpec, rows: Sequence[dict[str, Any]]) -> lis
 
 def plot_rounds(spec: CompareSpec, rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Test accuracy per round (mean ± std over seeds), one panel per grid point and one line per
-    setting; round 0 is the public-only warm start, also drawn as a dashed line per public set."""
+    setting; round 0 is the public-only warm start, also drawn as a dashed line per public-only
+    level (labelled with its settings when a panel has more than one level)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -543,8 +544,10 @@ def plot_rounds(spec: CompareSpec, rows: Sequence[dict[str, Any]], path: Path) -
             public.setdefault(level, []).append(group.key["setting"])
         for level, names in public.items():
             ax.axhline(100 * level, color="grey", linestyle="--", linewidth=1)
+            # Name the settings only when their public-only levels differ (a long label of
+            # every setting would squeeze the axes).
             ax.annotate(
-                f"public only ({', '.join(names)})",
+                "public only" if len(public) == 1 else f"public only ({', '.join(names)})",
                 (0, 100 * level),
                 xytext=(2, -10),
                 textcoords="offset points",
