@@ -29,7 +29,7 @@ from opacus.accountants import RDPAccountant
 from fedprune.config import RunConfig
 from fedprune.federated.client_round import client_partition
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import build_model, load_split, make_plan, steps_for, warm_start
+from fedprune.pipeline import make_plan, steps_for
 from server.simulation import app_defaults
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,19 @@ BASE = {
 # processes of this run's Ray temp dir (RAY_TMPDIR, from the environment) are still alive.
 CHILD = """
 import json, os, subprocess, sys, time
-import ray
-from server.simulation import run_federated
-run_federated(json.loads(sys.argv[1]), progress=False)
+import ray, torch
+from fedprune.config import RunConfig
+from fedprune.pipeline import build_model, load_split, warm_start
+from server.simulation import app_defaults, run_federated
+overrides = json.loads(sys.argv[1])
+# The server's warm-started model, rebuilt in this process (same torch thread settings as the
+# server's, so bit-identical) for the unselected-coordinates check.
+config = RunConfig.from_flat({**app_defaults(), **overrides})
+split = load_split(config.data, seed=config.seed)
+initial = build_model(config, split)
+warm_start(initial, split.public, config)
+torch.save(initial.state_dict(), os.path.join(config.out_dir, "initial.pt"))
+run_federated(overrides, progress=False)
 tag = os.environ["RAY_TMPDIR"]
 for _ in range(20):
     alive = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True).stdout.split()
@@ -71,6 +81,7 @@ print("E2E-RESULT " + json.dumps({"ray_initialized": ray.is_initialized(), "aliv
 class Run:
     summary: dict[str, Any]
     checkpoint: dict[str, Any]
+    initial: dict[str, torch.Tensor]
     child: dict[str, Any]
     ray_tmp: Path
 
@@ -85,6 +96,7 @@ def _ray_daemons(tag: str) -> set[int]:
 
 def _launch(overrides: dict[str, Any], out_dir: Path, ray_tmp: Path) -> Run:
     ray_tmp.mkdir(parents=True)
+    out_dir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
@@ -101,6 +113,7 @@ def _launch(overrides: dict[str, Any], out_dir: Path, ray_tmp: Path) -> Run:
     return Run(
         summary=json.loads((out_dir / "summary.json").read_text()),
         checkpoint=torch.load(out_dir / "checkpoint.pt", weights_only=True),
+        initial=torch.load(out_dir / "initial.pt", weights_only=True),
         child=json.loads(lines[-1].removeprefix("E2E-RESULT ")),
         ray_tmp=ray_tmp,
     )
@@ -147,14 +160,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _initial_model(config: RunConfig) -> dict[str, torch.Tensor]:
-    """The server's warm-started model, rebuilt from the config (deterministic)."""
-    split = load_split(config.data, seed=config.seed)
-    model = build_model(config, split)
-    warm_start(model, split.public, config)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def test_runs_completed_with_round_two_refused_by_every_client(e2e: dict[str, Any]) -> None:
     for name, run in e2e["runs"].items():
         summary = run.summary
@@ -171,8 +176,8 @@ def test_runs_completed_with_round_two_refused_by_every_client(e2e: dict[str, An
 
 
 def test_freeze_mode_leaves_unselected_coordinates_bit_identical(e2e: dict[str, Any]) -> None:
-    initial = _initial_model(e2e["config"])
     for run in e2e["runs"].values():
+        initial = run.initial
         final = run.checkpoint["model"]
         mask = ParameterMask.from_bytes(run.checkpoint["mask"])
         assert final.keys() == initial.keys()
