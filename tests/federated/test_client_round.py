@@ -97,6 +97,17 @@ def test_round_is_deterministic_given_the_config(
     assert not np.array_equal(a.update, c.update)  # fresh noise and batches each round
 
 
+def test_secure_noise_is_not_reproducible_from_the_config(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    # The server knows the config (seed included); with secure noise it cannot replay a round.
+    secure = small_config.replace(**{"privacy.secure-noise": True})
+    a = _round(secure, fresh_model, mask, new_ledger(secure))
+    b = _round(secure, fresh_model, mask, new_ledger(secure))
+    assert not np.array_equal(a.update, b.update)
+    assert a.metrics[METRIC_EPSILON] == b.metrics[METRIC_EPSILON]  # same mechanism, same cost
+
+
 def test_ledger_composes_across_rounds_like_one_accountant(
     small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
 ) -> None:
