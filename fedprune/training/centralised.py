@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from fedprune import __version__
 from fedprune.config import RunConfig
@@ -87,10 +88,12 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
         mask: ParameterMask | None = None
         if config.mask.strategy != "none":
             mask = pick_mask(model, config.mask, split.public, seed=config.seed)
-        reselect = None
-        if config.mask.mode == "select" and mask is not None:
-            seeds = itertools.count(config.seed + 1)
-            reselect = lambda m: pick_mask(m, config.mask, split.public, seed=next(seeds))  # noqa: E731
+        seeds = itertools.count(config.seed + 1)
+
+        def reselect(current: nn.Module) -> ParameterMask:
+            """Re-pick from the current weights and public data; a fresh seed each time."""
+            return pick_mask(current, config.mask, split.public, seed=next(seeds))
+
         result = train_dp_sgd(
             model,
             split.private.dataset,
@@ -99,7 +102,7 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
             momentum=config.optim.momentum,
             mask=mask,
             ledger=ledger,
-            reselect=reselect,
+            reselect=reselect if config.mask.mode == "select" and mask is not None else None,
             reselect_every=config.mask.select_every,
             seed=secrets.randbits(63) if config.privacy.secure_noise else config.seed,
             progress=progress,
