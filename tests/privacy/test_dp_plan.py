@@ -13,8 +13,6 @@ from fedprune.privacy import DPPlan, calibrate_noise, epsilon_of
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:GDP accounting is experimental:UserWarning"),
-    # Opacus's binary search probes tiny noise multipliers on the way
-    pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha:UserWarning"),
 ]
 
 GOOD: dict[str, Any] = {
