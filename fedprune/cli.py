@@ -18,6 +18,8 @@ from typing import Any
 from fedprune import __version__
 from fedprune.activation.cli import add_activation_privacy_parser
 from fedprune.config import RunConfig
+from fedprune.masks import available_mask_strategies
+from fedprune.models import available_models
 from fedprune.privacy import PrivacyBudgetExceededError
 
 __all__ = ["build_parser", "main"]
@@ -54,7 +56,7 @@ def _epsilon(text: str) -> float:
 _COMMON = [
     _Flag("--seed", "seed", int, "seed for every source of randomness"),
     _Flag("--out", "out-dir", str, "output directory (summary.json and friends)"),
-    _Flag("--model", "model", str, "model: auto, mlp, cnn, resnet"),
+    _Flag("--model", "model", str, f"model: auto, {', '.join(available_models())}"),
     _Flag("--dataset", "data.dataset", str, "digits (offline), mnist, fashion-mnist, cifar10, ..."),
     _Flag("--data-dir", "data.data-dir", str, "root of torchvision dataset files"),
     _Flag("--public-fraction", "data.public-fraction", float, "share of train data made public"),
@@ -71,7 +73,10 @@ _COMMON = [
     _Flag("--warmup-lr", "warmup.lr", float, "learning rate of the public warm start"),
     _Flag("--mode", "mask.mode", str, "freeze: pick once; select: re-pick", ("freeze", "select")),
     _Flag(
-        "--strategy", "mask.strategy", str, "mask strategy: random, magnitude, gradient, snip, none"
+        "--strategy",
+        "mask.strategy",
+        str,
+        f"mask strategy: {', '.join(available_mask_strategies())}",
     ),
     _Flag("--density", "mask.density", float, "fraction of coordinates trained, in (0, 1]"),
     _Flag(
