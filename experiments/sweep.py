@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fedprune.config import RunConfig
 from fedprune.data import DatasetBundle, available_datasets, load_dataset, register_dataset
-from fedprune.results import write_json
+from fedprune.io import write_json
 from fedprune.training.centralised import run_centralised
 
 __all__ = [

@@ -12,7 +12,7 @@ import torch
 
 from fedprune.config import RunConfig
 from fedprune.masks import ParameterMask
-from fedprune.results import write_json
+from fedprune.io import write_json
 
 __all__ = ["CHECKPOINT_FILE", "SUMMARY_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 

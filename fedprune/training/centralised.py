@@ -17,7 +17,7 @@ from fedprune.config import RunConfig
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, make_plan, pick_mask, steps_for, warm_start
 from fedprune.privacy import PrivacyLedger
-from fedprune.results import write_json
+from fedprune.io import write_json
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.loops import evaluate, train_sgd
 

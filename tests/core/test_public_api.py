@@ -16,7 +16,8 @@ PACKAGES = [
     "fedprune.models",
     "fedprune.pipeline",
     "fedprune.privacy",
-    "fedprune.results",
+    "fedprune.io",
+    "fedprune.registry",
     "fedprune.training",
 ]
 

@@ -1,0 +1,86 @@
+"""Atomic file writes and the one JSON policy for results, summaries, checkpoints and ledgers.
+
+Policy: written JSON is strict JSON. Non-finite floats (``inf``, ``nan``) become ``null``;
+readers that need ``inf`` back (e.g. an unbounded budget) map ``null`` to it themselves. Every
+write goes to a temporary file in the same directory and is renamed over the target, so a crash
+mid-write leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "read_json", "to_json_text", "to_jsonable", "write_json"]
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by ``None`` (tuples become lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def to_json_text(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text of ``value`` under the module's policy (raises on non-finite leftovers)."""
+    return json.dumps(to_jsonable(value), indent=indent, allow_nan=False)
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], None], *, mode: int = 0o644
+) -> None:
+    """Create or replace ``path`` atomically: ``write`` fills a temporary file, then rename.
+
+    Parent directories are created. The file is flushed and fsynced before the rename, and gets
+    permission bits ``mode`` (e.g. ``0o600`` for keys).
+
+    Raises
+    ------
+    OSError
+        The directory cannot be created or written (the target is left as it was).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented strict JSON to ``path`` atomically (see the module policy)."""
+    text = to_json_text(data) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse the JSON file at ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not valid JSON (the message names the file).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
