@@ -1,9 +1,16 @@
 """Typed, frozen configuration for every fedprune run, parsed once from flat kebab-case keys.
 
 Flat keys are ``"<section>.<field-name>"`` (e.g. ``"mask.density"``, ``"privacy.target-epsilon"``)
-plus the top-level ``"seed"`` and ``"out-dir"``: the format of ``[tool.flwr.app.config]`` in
-``pyproject.toml``, which is the one source of defaults for federated runs. Unknown keys and
-out-of-range values fail at start with a message naming the key.
+plus the top-level ``"seed"``, ``"out-dir"`` and ``"model"``. The dataclass defaults below are
+the one default table of every command (``fedprune train``, ``fedprune run``, ``flwr run .``):
+``[tool.flwr.app.config]`` in ``pyproject.toml`` repeats them for Flower's launcher and a test
+holds the two equal. Unknown keys, unknown registry names (model, dataset, mask strategy) and
+out-of-range values fail at parse time with a message naming the key.
+
+Privacy: this is the *run's* configuration, which in a federated run the server (or whoever
+submits the run) chooses. Its ``privacy`` section is a request; each client checks it against
+its own :class:`fedprune.privacy.policy` and may only be made stricter by it (see
+:mod:`fedprune.federated.client_round`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from fedprune.data import available_datasets
+from fedprune.masks import available_mask_strategies
+from fedprune.models import available_models
 
 __all__ = [
     "DataConfig",
@@ -69,6 +80,16 @@ class DataConfig:
             "a dataset name when public-kind is other-dataset",
             self.other_dataset,
         )
+        for key, name in (
+            ("data.dataset", self.dataset),
+            ("data.other-dataset", self.other_dataset),
+        ):
+            _check(
+                name in available_datasets() or (key == "data.other-dataset" and not name),
+                key,
+                f"one of {available_datasets()}",
+                name,
+            )
 
     @property
     def public_class_list(self) -> list[int] | None:
@@ -94,20 +115,33 @@ class MaskConfig:
     scope: Literal["global", "layer"] = "global"
     bias_policy: Literal["masked", "always", "never"] = "masked"
     select_every: int = 1
-    """``select`` mode: re-pick every this many steps (centralised) or rounds (federated)."""
+    """``select`` mode: re-pick every this many rounds. A federated round is
+    ``federated.local-epochs`` epochs on every client; a centralised run has ``optim.epochs``
+    rounds of one epoch each (see :func:`fedprune.training.recipe.rounds_of`)."""
 
     def __post_init__(self) -> None:
+        _check(
+            self.strategy in available_mask_strategies(),
+            "mask.strategy",
+            f"one of {available_mask_strategies()}",
+            self.strategy,
+        )
         _check(0 < self.density <= 1, "mask.density", "a value in (0, 1]", self.density)
         _check(self.select_every >= 1, "mask.select-every", ">= 1", self.select_every)
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Record-level DP of the private data (see :mod:`fedprune.privacy`).
+    """The DP-SGD mechanism a run asks for (see :mod:`fedprune.privacy`).
 
     Exactly one of ``target_epsilon`` (noise calibrated for the planned steps) and
-    ``noise_multiplier`` is used: a positive ``noise_multiplier`` wins. ``enabled=False`` trains
-    without DP (a non-private baseline: no epsilon is claimed).
+    ``noise_multiplier`` is used: a positive ``noise_multiplier`` wins. ``enabled=False`` asks
+    for training without DP (a non-private baseline: no epsilon is claimed), which a federated
+    client refuses unless its own policy allows it.
+
+    Deliberately absent: where ledgers live and whether noise is reproducible. Those belong to
+    each data holder (a client's node policy, or the ``fedprune train`` command line), never
+    to a config a server could send.
     """
 
     enabled: bool = True
@@ -115,16 +149,10 @@ class PrivacyConfig:
     noise_multiplier: float = 0.0
     delta: float = 1e-5
     max_grad_norm: float = 1.0
-    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    accountant: Literal["rdp", "prv"] = "rdp"
     max_epsilon: float = math.inf
-    """Hard budget per data holder; training past it is refused before any step."""
-    secure_noise: bool = False
-    """Draw DP noise and Poisson sampling from OS entropy instead of ``seed``. Needed whenever
-    someone who knows the run's seed must not learn the noise -- e.g. a federated server, which
-    sends the config (seed included) to its clients. Off: reproducible research runs."""
-    ledger_dir: str = ""
-    """Federated clients: keep each client's ledger in ``<ledger_dir>/client-<id>.json`` so its
-    epsilon survives restarts (empty: in the node's Flower ``context.state`` only)."""
+    """Budget per data holder asked for by the run; a client enforces the tighter of this and
+    its own policy's ``max-epsilon``. Training past it is refused before any step."""
 
     def __post_init__(self) -> None:
         _check(self.target_epsilon > 0, "privacy.target-epsilon", "> 0", self.target_epsilon)
@@ -142,9 +170,9 @@ class OptimConfig:
 
     epochs: int = 20
     """Centralised runs: passes over the private data."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Expected (Poisson) batch size: the sample rate is ``batch_size / n``."""
-    lr: float = 0.2
+    lr: float = 0.5
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
@@ -172,7 +200,7 @@ class FederatedConfig:
 
     num_rounds: int = 10
     num_clients: int = 5
-    local_epochs: int = 1
+    local_epochs: int = 2
     """Passes of local DP-SGD over a client's partition per round."""
     server_lr: float = 1.0
     """The server adds ``server_lr`` times the averaged client update to the global model."""
@@ -242,6 +270,14 @@ class RunConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.model == "auto" or self.model in available_models(),
+            "model",
+            f"one of {['auto', *available_models()]}",
+            self.model,
+        )
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:

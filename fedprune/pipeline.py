@@ -1,4 +1,4 @@
-"""Building blocks shared by centralised and federated runs: data, model, warm start, masks, plans.
+"""Building blocks shared by centralised and federated runs: data, model, warm start, masks.
 
 Each function takes the relevant part of a :class:`fedprune.config.RunConfig`, so centralised
 training, the Flower server and the Flower clients build identical objects from one config.
@@ -7,20 +7,19 @@ training, the Flower server and the Flower clients build identical objects from 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
 
-from fedprune.config import DataConfig, MaskConfig, PrivacyConfig, RunConfig
+from fedprune.config import DataConfig, MaskConfig, RunConfig
 from fedprune.data import DatasetBundle, PublicDataset, PublicPrivateSplit, load_dataset
 from fedprune.data import split_public_private as _split
 from fedprune.masks import ParameterMask, select_mask
 from fedprune.models import create_model
-from fedprune.privacy import DPPlan
+from fedprune.seeding import derive_seed
 from fedprune.training.loops import train_sgd
 
-__all__ = ["build_model", "load_split", "make_plan", "pick_mask", "steps_for", "warm_start"]
+__all__ = ["build_model", "load_split", "pick_mask", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +71,13 @@ def warm_start(
 
 
 def pick_mask(
-    model: nn.Module, mask: MaskConfig, public: PublicDataset, *, seed: int
+    model: nn.Module, mask: MaskConfig, public: PublicDataset, *, seed: int, round_number: int
 ) -> ParameterMask:
-    """The mask ``mask.strategy`` picks from ``model``'s current weights and public data.
+    """The mask ``mask.strategy`` picks before round ``round_number`` (model + public data).
 
-    Privacy: only ``public`` (and ``seed``) is consulted, never private data, so the mask costs
-    no privacy. Vary ``seed`` between re-selections so ``random`` re-draws.
+    Privacy: only ``public`` and a seed derived from ``(seed, round_number)`` are consulted, never
+    private data, so the mask costs no privacy. ``"none"`` gives the dense mask. Centralised
+    runs and the federated server call this with the same arguments for the same round.
     """
     return select_mask(
         model,
@@ -85,37 +85,6 @@ def pick_mask(
         density=mask.density,
         scope=mask.scope,
         public=public,
-        seed=seed,
+        seed=derive_seed(seed, "mask", round_number),
         bias_policy=mask.bias_policy,
-    )
-
-
-def steps_for(*, num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
-    """``(sample_rate, steps)`` for ``epochs`` passes of Poisson batches of expected size
-    ``batch_size`` over ``num_examples`` records (``sample_rate = min(1, batch_size / n)``)."""
-    if num_examples < 1:
-        raise ValueError(f"expected num_examples >= 1, got {num_examples}")
-    sample_rate = min(1.0, batch_size / num_examples)
-    return sample_rate, max(1, math.ceil(epochs / sample_rate))
-
-
-def make_plan(privacy: PrivacyConfig, *, sample_rate: float, steps: int) -> DPPlan:
-    """The DP-SGD plan for ``steps`` steps: fixed ``noise_multiplier`` if set, else calibrated so
-    that the ``steps`` steps spend exactly up to ``target_epsilon``."""
-    if privacy.noise_multiplier > 0:
-        return DPPlan(
-            noise_multiplier=privacy.noise_multiplier,
-            max_grad_norm=privacy.max_grad_norm,
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=privacy.delta,
-            accountant=privacy.accountant,
-        )
-    return DPPlan.calibrate(
-        target_epsilon=privacy.target_epsilon,
-        delta=privacy.delta,
-        sample_rate=sample_rate,
-        steps=steps,
-        max_grad_norm=privacy.max_grad_norm,
-        accountant=privacy.accountant,
     )

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from fedprune.config import DataConfig, PrivacyConfig, RunConfig
+from fedprune.config import DataConfig, RunConfig
 from fedprune.data import PrivateDataset, PublicPrivateSplit, client_dataset, partition_indices
 from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
@@ -28,14 +24,13 @@ from fedprune.federated.protocol import (
     arrays_to_model,
 )
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import build_model, load_split, make_plan, steps_for
-from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
-from fedprune.training import train_dp_sgd, train_sgd
+from fedprune.pipeline import build_model, load_split
+from fedprune.privacy import PrivacyBudgetExceededError, PrivacyLedger
+from fedprune.training.recipe import round_epochs, train_round
 
 __all__ = [
     "ClientRoundResult",
     "client_partition",
-    "new_ledger",
     "run_client_round",
     "secagg_clipped",
 ]
@@ -65,12 +60,6 @@ class ClientRoundResult:
     update: np.ndarray
     num_examples: int
     metrics: Metrics
-
-
-def new_ledger(config: RunConfig) -> PrivacyLedger:
-    """An empty ledger with the run's accountant, delta and hard budget."""
-    p = config.privacy
-    return PrivacyLedger(accountant=p.accountant, delta=p.delta, max_epsilon=p.max_epsilon)
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,20 +97,20 @@ def run_client_round(
     num_partitions: int,
     global_arrays: list[np.ndarray],
     mask: ParameterMask,
-    ledger: PrivacyLedger,
+    ledger: PrivacyLedger | None,
     server_round: int,
 ) -> ClientRoundResult:
-    """Train the global model locally for ``federated.local_epochs`` and return the update.
+    """Round ``server_round`` of the recipe on this client's partition; return the update.
 
-    The noise multiplier is calibrated so that a client taking part in all
-    ``federated.num_rounds`` rounds spends ``privacy.target_epsilon`` in total. ``ledger`` (the
-    client's own, persisted by the caller) records every step; if this round would take it past
-    ``privacy.max_epsilon`` the client refuses *before* any step: zero update, weight 0, and the
-    reason in ``metrics[METRIC_REFUSED]``.
+    Runs :func:`fedprune.training.recipe.train_round` (the same local steps a centralised run
+    takes) for ``federated.local_epochs`` epochs, its noise calibrated so that a client taking
+    part in all ``federated.num_rounds`` rounds spends ``privacy.target_epsilon`` in total.
+    ``ledger`` (the client's own, persisted by the caller) records every step; if this round
+    would take it past its budget the client refuses *before* any step: zero update, weight 0,
+    and the reason in ``metrics[METRIC_REFUSED]``.
 
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
-    partition is touched only by DP-SGD (or by plain SGD when ``privacy.enabled`` is false, a
-    non-private baseline). Either way only the selected coordinates are trained.
+    partition is touched only by the recipe, and only the selected coordinates move.
     """
     data = client_partition(
         config.data, seed=config.seed, partition_id=partition_id, num_partitions=num_partitions
@@ -130,74 +119,49 @@ def run_client_round(
     arrays_to_model(model, global_arrays)
     mask.validate_for(model)
     before = mask.gather(dict(model.named_parameters()))
-    n = len(data)
-    sample_rate, round_steps = steps_for(
-        num_examples=n, batch_size=config.optim.batch_size, epochs=config.federated.local_epochs
-    )
+    rounds = round_epochs(config, federated=True)
+    if not 1 <= server_round <= len(rounds):
+        raise ValueError(f"expected server_round in [1, {len(rounds)}], got {server_round}")
     metrics: Metrics = {METRIC_PARTITION_ID: partition_id, METRIC_REFUSED: ""}
-    seed = (
-        secrets.randbits(63)
-        if config.privacy.secure_noise
-        else config.seed * 1_000_003 + partition_id * 1_009 + server_round
-    )
-    if not config.privacy.enabled:
-        with _masked_gradients(model, mask):
-            train_sgd(
-                model,
-                data.dataset,
-                epochs=config.federated.local_epochs,
-                lr=config.optim.lr,
-                batch_size=config.optim.batch_size,
-                momentum=config.optim.momentum,
-                seed=seed,
-            )
-    else:
-        plan = _round_plan(
-            config.privacy,
-            sample_rate=sample_rate,
-            round_steps=round_steps,
-            num_rounds=config.federated.num_rounds,
+    try:
+        result = train_round(
+            model,
+            data.dataset,
+            config=config,
+            mask=mask,
+            rounds=rounds,
+            round_index=server_round - 1,
+            ledger=ledger,
+            holder=partition_id,
         )
-        metrics |= {
-            METRIC_NOISE_MULTIPLIER: plan.noise_multiplier,
-            METRIC_SAMPLE_RATE: plan.sample_rate,
-            METRIC_DELTA: plan.delta,
-            METRIC_ACCOUNTANT: plan.accountant,
-        }
-        try:
-            trained = train_dp_sgd(
-                model,
-                data.dataset,
-                plan=plan,
-                lr=config.optim.lr,
-                momentum=config.optim.momentum,
-                mask=mask,
-                ledger=ledger,
-                seed=seed,
-            )
-        except PrivacyBudgetExceededError as err:
-            logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
-            metrics |= {
-                METRIC_EPSILON: ledger.epsilon(),
-                METRIC_STEPS: ledger.steps,
-                METRIC_REFUSED: str(err),
-                METRIC_ROUND_STEPS: 0,
-            }
-            return ClientRoundResult(
-                update=np.zeros(mask.num_selected, dtype=np.float32),
-                num_examples=0,
-                metrics=metrics,
-            )
-        metrics |= {
-            METRIC_EPSILON: trained.epsilon,
-            METRIC_STEPS: ledger.steps,
-            METRIC_ROUND_STEPS: round_steps,
+    except PrivacyBudgetExceededError as err:
+        assert ledger is not None  # only private rounds are refused
+        logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
+        metrics |= _ledger_metrics(ledger) | {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
+        return ClientRoundResult(
+            update=np.zeros(mask.num_selected, dtype=np.float32), num_examples=0, metrics=metrics
+        )
+    metrics[METRIC_ROUND_STEPS] = result.steps
+    if result.plan is not None and ledger is not None:
+        metrics |= _ledger_metrics(ledger) | {
+            METRIC_NOISE_MULTIPLIER: result.plan.noise_multiplier,
+            METRIC_SAMPLE_RATE: result.plan.sample_rate,
         }
     after = mask.gather(dict(model.named_parameters()))
     update = (after - before).detach().numpy().astype(np.float32)
+    n = len(data)
     if config.secagg.enabled:
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
+
+
+def _ledger_metrics(ledger: PrivacyLedger) -> Metrics:
+    return {
+        METRIC_EPSILON: ledger.epsilon(),
+        METRIC_STEPS: ledger.steps,
+        METRIC_DELTA: ledger.delta,
+        METRIC_ACCOUNTANT: ledger.accountant,
+    }
 
 
 def secagg_clipped(update: np.ndarray, *, num_examples: int, config: RunConfig) -> int:
@@ -209,37 +173,3 @@ def secagg_clipped(update: np.ndarray, *, num_examples: int, config: RunConfig) 
     """
     scaled = np.abs(update) * (num_examples / config.secagg.max_weight)
     return int((scaled > config.secagg.clipping_range).sum())
-
-
-@functools.lru_cache(maxsize=16)
-def _round_plan(
-    privacy: PrivacyConfig, *, sample_rate: float, round_steps: int, num_rounds: int
-) -> DPPlan:
-    """One round's plan, its noise calibrated for ``num_rounds`` such rounds.
-
-    Cached: the calibration (a search over the accountant, seconds) gives the same plan in every
-    round of a client and for every equally sized partition served by one process.
-    """
-    total = make_plan(privacy, sample_rate=sample_rate, steps=round_steps * num_rounds)
-    return total.replace(steps=round_steps)
-
-
-@contextmanager
-def _masked_gradients(model: nn.Module, mask: ParameterMask) -> Iterator[None]:
-    """While active, every gradient of ``model`` is zero outside ``mask``.
-
-    ``train_sgd``'s SGD (no weight decay; momentum buffers only ever receive zeros there) then
-    moves only the selected coordinates, as masked DP-SGD does: the non-private baseline trains
-    the coordinates the server will apply, on the model the server holds everywhere else.
-    """
-    params = dict(model.named_parameters())
-    handles = [
-        params[name].register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
-        for name, keep in mask.items()
-        if params[name].requires_grad
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()

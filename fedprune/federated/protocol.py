@@ -9,10 +9,10 @@ from torch import nn
 __all__ = [
     "CONFIG_MASK",
     "CONFIG_ROUND",
-    "CONFIG_RUN",
     "METRIC_ACCOUNTANT",
     "METRIC_DELTA",
     "METRIC_EPSILON",
+    "METRIC_NOISE",
     "METRIC_NOISE_MULTIPLIER",
     "METRIC_PARTITION_ID",
     "METRIC_REFUSED",
@@ -24,12 +24,11 @@ __all__ = [
     "model_to_arrays",
 ]
 
-# Server -> client (per-round fit config)
+# Server -> client (per-round fit config). The run's settings reach clients through Flower's
+# ``context.run_config`` (``[tool.flwr.app.config]`` + ``--run-config``), not these messages.
 CONFIG_ROUND = "server-round"
 CONFIG_MASK = "mask"
 """``ParameterMask.to_bytes()`` of the coordinates to train this round."""
-CONFIG_RUN = "run-config"
-"""JSON of the flat run config, so every client builds the same data split and plan."""
 
 # Client -> server (per-client metrics; visible to the server in plaintext, even under SecAgg+)
 METRIC_PARTITION_ID = "partition-id"
@@ -41,6 +40,8 @@ METRIC_STEPS = "steps"
 """Total DP-SGD steps the client's ledger holds (all rounds)."""
 METRIC_ROUND_STEPS = "round-steps"
 METRIC_ACCOUNTANT = "accountant"
+METRIC_NOISE = "noise"
+"""``"secure"`` or ``"reproducible"`` (the client's own choice; see its privacy policy)."""
 METRIC_REFUSED = "refused"
 """Empty string, or why the client refused to train this round."""
 METRIC_SECAGG_CLIPPED = "secagg-clipped"

@@ -1,4 +1,4 @@
-"""The server's side of a round: when to re-pick the mask, and how an aggregate moves the model."""
+"""How an aggregated update moves the global model (selected coordinates only)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedprune.config import MaskConfig
 from fedprune.masks import ParameterMask
 
-__all__ = ["apply_update", "mask_due"]
-
-
-def mask_due(mask: MaskConfig, server_round: int) -> bool:
-    """Whether the server picks a (new) mask before ``server_round`` (rounds count from 1).
-
-    ``freeze``: only before round 1. ``select``: before rounds 1, 1 + K, 1 + 2K, ... with
-    ``K = mask.select_every``.
-    """
-    if server_round < 1:
-        raise ValueError(f"expected server_round >= 1, got {server_round}")
-    if mask.mode == "freeze":
-        return server_round == 1
-    return (server_round - 1) % mask.select_every == 0
+__all__ = ["apply_update"]
 
 
 @torch.no_grad()

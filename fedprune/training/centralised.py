@@ -1,42 +1,43 @@
-"""Centralised (one machine, no Flower) runs: public warm start, then (masked) DP-SGD or SGD."""
+"""Centralised (one machine, no Flower) runs: public warm start, then rounds of the recipe."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
-from fedprune import __version__
 from fedprune.config import RunConfig
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import build_model, load_split, make_plan, pick_mask, steps_for, warm_start
+from fedprune.pipeline import build_model, load_split, pick_mask, warm_start
 from fedprune.privacy import PrivacyLedger
-from fedprune.io import write_json
-from fedprune.training.dp_sgd import train_dp_sgd
-from fedprune.training.loops import evaluate, train_sgd
+from fedprune.summary import HolderSpend, RunSummary
+from fedprune.training.loops import evaluate
+from fedprune.training.recipe import RoundResult, mask_due, new_ledger, round_epochs, train_round
 
-__all__ = ["run_centralised"]
+__all__ = ["CENTRAL_HOLDER", "run_centralised"]
 
 logger = logging.getLogger(__name__)
 
+CENTRAL_HOLDER = 0
+"""Holder id of a centralised run's private set (as partition 0 of 1 in a federated run)."""
 
-def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
+
+def run_centralised(
+    config: RunConfig, *, ledger: PrivacyLedger | None = None, progress: bool = False
+) -> RunSummary:
     """Train one model on all private data and return (and write) its summary.
 
     Steps: split the dataset public/private; build the model from ``config.seed``; warm-start it
-    on public data (``config.warmup``); choose the mask from the warm model and public data
-    (``config.mask``; ``freeze`` picks once, ``select`` re-picks every ``mask.select_every``
-    steps); then run ``optim.epochs`` epochs of masked DP-SGD (or plain dense SGD when
-    ``privacy.enabled`` is false) and evaluate on the test set.
+    on public data (``config.warmup``); then the rounds of :func:`round_epochs` (one round in
+    ``freeze`` mode, rounds of ``mask.select-every`` epochs in ``select`` mode), each picking the
+    mask from the current weights and public data when due and running one
+    :func:`~fedprune.training.recipe.train_round` on the private split; evaluate on the test set.
 
-    Writes ``<out_dir>/summary.json`` (results plus the fully resolved config) when
-    ``config.out_dir`` is non-empty.
+    ``ledger`` is the data holder's own (e.g. from a
+    :class:`~fedprune.privacy.ledger_store.LedgerStore`); a fresh in-memory one when ``None``.
+    Writes ``<out_dir>/summary.json`` when ``config.out_dir`` is non-empty.
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -45,87 +46,52 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
     warm_start(model, split.public, config, progress=progress)
     public_only = evaluate(model, split.test)
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n = len(split.private)
-
-    summary: dict[str, Any] = {
-        "fedprune_version": __version__,
-        "mode": "centralised",
-        "public_only_test_accuracy": public_only.accuracy,
-        "num_private_examples": n,
-        "num_public_examples": len(split.public),
-        "total_coordinates": total,
-    }
-    if not config.privacy.enabled:
-        train_sgd(
+    private = config.privacy.enabled
+    if private and ledger is None:
+        ledger = new_ledger(config.privacy)
+    rounds = round_epochs(config, federated=False)
+    mask: ParameterMask | None = None
+    result: RoundResult | None = None
+    for index in range(len(rounds)):
+        if mask is None or mask_due(config.mask, index + 1, epochs_per_round=rounds[0]):
+            mask = pick_mask(
+                model, config.mask, split.public, seed=config.seed, round_number=index + 1
+            )
+        result = train_round(
             model,
             split.private.dataset,
-            epochs=config.optim.epochs,
-            lr=config.optim.lr,
-            batch_size=config.optim.batch_size,
-            momentum=config.optim.momentum,
-            seed=config.seed,
-            progress=progress,
-            desc="sgd (non-private)",
-        )
-        summary.update(
-            private=False,
-            epsilon=None,
-            delta=None,
-            noise_multiplier=None,
-            sample_rate=None,
-            steps=None,
-            accountant=None,
-            trained_coordinates=total,
-        )
-    else:
-        sample_rate, steps = steps_for(
-            num_examples=n, batch_size=config.optim.batch_size, epochs=config.optim.epochs
-        )
-        plan = make_plan(config.privacy, sample_rate=sample_rate, steps=steps)
-        ledger = PrivacyLedger(
-            accountant=plan.accountant, delta=plan.delta, max_epsilon=config.privacy.max_epsilon
-        )
-        mask: ParameterMask | None = None
-        if config.mask.strategy != "none":
-            mask = pick_mask(model, config.mask, split.public, seed=config.seed)
-        seeds = itertools.count(config.seed + 1)
-
-        def reselect(current: nn.Module) -> ParameterMask:
-            """Re-pick from the current weights and public data; a fresh seed each time."""
-            return pick_mask(current, config.mask, split.public, seed=next(seeds))
-
-        result = train_dp_sgd(
-            model,
-            split.private.dataset,
-            plan=plan,
-            lr=config.optim.lr,
-            momentum=config.optim.momentum,
+            config=config,
             mask=mask,
+            rounds=rounds,
+            round_index=index,
             ledger=ledger,
-            reselect=reselect if config.mask.mode == "select" and mask is not None else None,
-            reselect_every=config.mask.select_every,
-            seed=secrets.randbits(63) if config.privacy.secure_noise else config.seed,
+            holder=CENTRAL_HOLDER,
             progress=progress,
         )
-        summary.update(
-            private=True,
-            epsilon=result.epsilon,
-            delta=plan.delta,
-            noise_multiplier=plan.noise_multiplier,
-            sample_rate=plan.sample_rate,
-            steps=plan.steps,
-            accountant=plan.accountant,
-            max_grad_norm=plan.max_grad_norm,
-            trained_coordinates=result.trained_coordinates,
-        )
+    assert result is not None and mask is not None  # round_epochs is never empty
+    holder = HolderSpend(num_examples=len(split.private), rounds_trained=len(rounds))
+    if private and ledger is not None and result.plan is not None:
+        holder.noise_multiplier = result.plan.noise_multiplier
+        holder.sample_rate = result.plan.sample_rate
+        holder.steps = ledger.steps
+        holder.epsilon = ledger.epsilon()
+        holder.delta = ledger.delta
+        holder.accountant = ledger.accountant
+    else:
+        holder.noise = "none"
     final = evaluate(model, split.test)
-    summary.update(
+    summary = RunSummary(
+        kind="centralised",
+        config=config.to_flat(),
+        public_only_test_accuracy=public_only.accuracy,
+        total_coordinates=total,
+        trained_coordinates=mask.num_selected,
+        private=private,
         test_accuracy=final.accuracy,
         test_loss=final.loss,
-        trained_density=summary["trained_coordinates"] / total,
+        holders={str(CENTRAL_HOLDER): holder},
         duration_s=time.perf_counter() - started,
-        config=config.to_flat(),
     )
     if config.out_dir:
-        write_json(Path(config.out_dir) / "summary.json", summary)
+        summary.write(Path(config.out_dir))
     return summary

@@ -1,7 +1,8 @@
-"""Per-round checkpoints of a federated run: write them atomically, read them back to resume."""
+"""Per-round checkpoints of a federated run: written atomically, read back to resume."""
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from dataclasses import dataclass
@@ -11,13 +12,13 @@ from typing import Any
 import torch
 
 from fedprune.config import RunConfig
+from fedprune.io import atomic_write, to_json_text, to_jsonable
 from fedprune.masks import ParameterMask
-from fedprune.io import write_json
+from fedprune.summary import RunSummary
 
-__all__ = ["CHECKPOINT_FILE", "SUMMARY_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-SUMMARY_FILE = "summary.json"
 
 # Settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = {"federated.num-rounds", "federated.resume", "out-dir"}
@@ -35,49 +36,49 @@ class Checkpoint:
         The global model's ``state_dict``.
     mask:
         The mask of the last round (``None`` before any round).
-    config:
-        The flat run config the checkpoint was written under.
     summary:
-        The run summary at that point (per-round rows, per-client figures).
+        The run summary at that point (per-round rows, per-client figures, the config).
     """
 
     round: int
     model: dict[str, torch.Tensor]
     mask: ParameterMask | None
-    config: dict[str, Any]
-    summary: dict[str, Any]
+    summary: RunSummary
 
     def check_resumable_by(self, config: RunConfig) -> None:
         """Raise ``ValueError`` naming every setting that changed other than the round count."""
-        current = config.to_flat()
+        current, recorded = to_jsonable(config.to_flat()), to_jsonable(self.summary.config)
         changed = sorted(
             k
-            for k in set(current) | set(self.config)
-            if k not in _RESUMABLE_CHANGES and current.get(k) != self.config.get(k)
+            for k in set(current) | set(recorded)
+            if k not in _RESUMABLE_CHANGES and current.get(k) != recorded.get(k)
         )
         if changed:
             raise ValueError(
                 f"cannot resume: the checkpoint was written with different settings for {changed} "
-                f"(checkpoint: {[self.config.get(k) for k in changed]}, now: "
+                f"(checkpoint: {[recorded.get(k) for k in changed]}, now: "
                 f"{[current.get(k) for k in changed]})"
             )
 
 
 def save_checkpoint(out_dir: Path, checkpoint: Checkpoint) -> None:
-    """Write ``summary.json`` and ``checkpoint.pt`` under ``out_dir`` (each atomically)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / SUMMARY_FILE, checkpoint.summary)
-    tmp = out_dir / (CHECKPOINT_FILE + ".tmp")
+    """Write ``summary.json`` and ``checkpoint.pt`` under ``out_dir`` (each atomically).
+
+    ``checkpoint.pt`` holds its own copy of the summary, so a crash between the two writes
+    cannot pair a model with another round's bookkeeping; ``summary.json`` is the readable view.
+    """
+    buffer = io.BytesIO()
     torch.save(
         {
             "round": checkpoint.round,
             "model": checkpoint.model,
             "mask": checkpoint.mask.to_bytes() if checkpoint.mask is not None else None,
-            "config": checkpoint.config,
+            "summary": to_json_text(checkpoint.summary.to_dict(), indent=None),
         },
-        tmp,
+        buffer,
     )
-    tmp.replace(out_dir / CHECKPOINT_FILE)
+    atomic_write(out_dir / CHECKPOINT_FILE, lambda f: f.write(buffer.getvalue()))
+    checkpoint.summary.write(out_dir)
 
 
 def load_checkpoint(out_dir: Path) -> Checkpoint | None:
@@ -92,14 +93,12 @@ def load_checkpoint(out_dir: Path) -> Checkpoint | None:
     if not path.exists():
         return None
     try:
-        raw = torch.load(path, weights_only=True)
-        summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+        raw: dict[str, Any] = torch.load(path, weights_only=True)
         return Checkpoint(
             round=int(raw["round"]),
             model=dict(raw["model"]),
             mask=ParameterMask.from_bytes(raw["mask"]) if raw["mask"] is not None else None,
-            config=dict(raw["config"]),
-            summary=summary,
+            summary=RunSummary.from_dict(json.loads(raw["summary"])),
         )
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         raise ValueError(f"corrupt checkpoint in {out_dir}: {err}") from err
