@@ -1,41 +1,39 @@
 """The fedprune ClientApp: local masked DP-SGD on the node's partition, behind SecAgg+.
 
-The handler only unpacks the server's message, calls
-:func:`fedprune.federated.run_client_round`, persists the privacy ledger and packs the reply.
+The handler reads the run's settings from ``context.run_config`` and the node's own privacy
+policy from ``context.node_config``, unpacks the mask, calls
+:func:`fedprune.federated.run_client_round` and packs the reply. The policy never comes from a
+server message: the node (or the launcher that owns simulated nodes) sets it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from clients.legacy import RECORD_KEY_CONFIGS, NumPyClient, secaggplus_mod
 from fedprune.config import RunConfig
 from fedprune.federated import run_client_round
-from fedprune.federated.client_round import new_ledger
-from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND, CONFIG_RUN
+from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
 from fedprune.masks import ParameterMask
-from fedprune.privacy import PrivacyLedger
-from server.legacy import RECORD_KEY_CONFIGS, NumPyClient, secaggplus_mod
+from fedprune.privacy.policy import PrivacyPolicy
 
-__all__ = ["app", "client_fn"]
+__all__ = ["app", "make_client_app"]
 
 logger = logging.getLogger(__name__)
-
-_LEDGER_RECORD = "privacy-ledger"
 
 
 class MaskedDPClient(NumPyClient):
     """A NumPyClient (the reply shape SecAgg+ needs) for one node's partition."""
 
     def __init__(self, context: Context) -> None:
-        self.context = context
+        self.config = RunConfig.from_flat(dict(context.run_config))
+        self.policy = PrivacyPolicy.from_node_config(context.node_config)
         self.partition_id = int(context.node_config["partition-id"])
         self.num_partitions = int(context.node_config["num-partitions"])
 
@@ -43,53 +41,17 @@ class MaskedDPClient(NumPyClient):
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Train locally; return ``[update]`` (selected coordinates only), weight, metrics."""
-        run_config = RunConfig.from_flat(json.loads(str(config[CONFIG_RUN])))
         mask = ParameterMask.from_bytes(bytes(config[CONFIG_MASK]))  # type: ignore[arg-type]
-        ledger = self._load_ledger(run_config)
-        try:
-            result = run_client_round(
-                run_config,
-                partition_id=self.partition_id,
-                num_partitions=self.num_partitions,
-                global_arrays=parameters,
-                mask=mask,
-                ledger=ledger,
-                server_round=int(config[CONFIG_ROUND]),
-            )
-        finally:
-            # Steps already taken are recorded even if training failed part-way.
-            self._save_ledger(run_config, ledger)
+        result = run_client_round(
+            self.config,
+            partition_id=self.partition_id,
+            num_partitions=self.num_partitions,
+            global_arrays=parameters,
+            mask=mask,
+            server_round=int(config[CONFIG_ROUND]),
+            policy=self.policy,
+        )
         return [result.update], result.num_examples, dict(result.metrics)
-
-    # -- ledger persistence: on disk when privacy.ledger-dir is set, else in context.state --
-
-    def _ledger_path(self, config: RunConfig) -> Path | None:
-        directory = config.privacy.ledger_dir
-        return Path(directory) / f"client-{self.partition_id}.json" if directory else None
-
-    def _load_ledger(self, config: RunConfig) -> PrivacyLedger:
-        """The node's ledger; its budget is the tighter of the stored one, the run config's and
-        the node's own ``max-epsilon`` (``--node-config``), so a server cannot raise it."""
-        path = self._ledger_path(config)
-        record = self.context.state.config_records.get(_LEDGER_RECORD)
-        if path is not None and path.exists():
-            ledger = PrivacyLedger.load(path)
-        elif path is None and record is not None:
-            ledger = PrivacyLedger.from_json(bytes(record["json"]))  # type: ignore[arg-type]
-        else:
-            ledger = new_ledger(config)
-        node_budget = float(self.context.node_config.get("max-epsilon", math.inf))
-        ledger.max_epsilon = min(ledger.max_epsilon, config.privacy.max_epsilon, node_budget)
-        return ledger
-
-    def _save_ledger(self, config: RunConfig, ledger: PrivacyLedger) -> None:
-        path = self._ledger_path(config)
-        if path is not None:
-            ledger.save(path)
-        else:
-            self.context.state.config_records[_LEDGER_RECORD] = ConfigRecord(
-                {"json": ledger.to_json().encode()}
-            )
 
 
 def client_fn(context: Context) -> Any:
@@ -108,4 +70,30 @@ def optional_secaggplus_mod(msg: Message, context: Context, call_next: Any) -> M
     return secaggplus_mod(msg, context, call_next)
 
 
-app = ClientApp(client_fn=client_fn, mods=[optional_secaggplus_mod])
+def make_client_app(
+    *,
+    run_config: Mapping[str, Any] | None = None,
+    node_config: Mapping[str, Any] | None = None,
+) -> ClientApp:
+    """The ClientApp; in-process launchers pass what ``flwr run`` would have put in the context.
+
+    ``run_config`` fills ``context.run_config`` (Flower's in-process ``run_simulation`` leaves it
+    empty); ``node_config`` adds the simulated nodes' own settings (their privacy policy) to
+    ``context.node_config`` -- the launcher owns its simulated nodes, as a SuperNode's operator
+    owns its ``--node-config``.
+    """
+    mods = [optional_secaggplus_mod]
+    if run_config is not None or node_config is not None:
+        injected_run, injected_node = dict(run_config or {}), dict(node_config or {})
+
+        def launcher_context(msg: Message, context: Context, call_next: Any) -> Message:
+            context.run_config.update(injected_run)
+            for key, value in injected_node.items():
+                context.node_config.setdefault(key, value)
+            return call_next(msg, context)
+
+        mods.insert(0, launcher_context)
+    return ClientApp(client_fn=client_fn, mods=mods)
+
+
+app = make_client_app()

@@ -1,15 +1,12 @@
-"""Every import from Flower's legacy API, in one place.
+"""Every import the ServerApp needs from Flower's legacy API, in one place.
 
 SecAgg+ exists only on Flower's legacy path in 1.41 (``SecAggPlusWorkflow`` inside a
-``DefaultWorkflow`` driven by a ``LegacyContext`` around a ``flwr.server.strategy`` strategy;
-``secaggplus_mod`` on the client, which needs the legacy fit-reply shape of a ``NumPyClient``).
+``DefaultWorkflow`` driven by a ``LegacyContext`` around a ``flwr.server.strategy`` strategy).
 Keeping those names here lets the rest of the app read as the current API.
 """
 
 import logging
 
-from flwr.client import NumPyClient
-from flwr.client.mod import secaggplus_mod
 from flwr.common import (
     FitIns,
     FitRes,
@@ -18,7 +15,6 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -26,7 +22,6 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 __all__ = [
-    "RECORD_KEY_CONFIGS",
     "ClientManager",
     "ClientProxy",
     "DefaultWorkflow",
@@ -34,17 +29,14 @@ __all__ = [
     "FitIns",
     "FitRes",
     "LegacyContext",
-    "NumPyClient",
     "Parameters",
     "Scalar",
     "SecAggPlusWorkflow",
     "ServerConfig",
     "ndarrays_to_parameters",
     "parameters_to_ndarrays",
-    "secaggplus_mod",
 ]
 
-# Flower's logger has its own handler (and DEBUG level); Opacus calls logging.basicConfig() on
-# import, which gives the root logger a handler too, so every Flower record -- debug included --
-# would print twice. Flower's own handler is enough.
+# Opacus calls logging.basicConfig() on import, which gives the root logger a handler too, so
+# every Flower record -- debug included -- would print twice. Flower's own handler is enough.
 logging.getLogger("flwr").propagate = False

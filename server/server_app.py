@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedprune.config import RunConfig
+from fedprune.federated import Checkpoint, FederatedServer, load_checkpoint
 from fedprune.pipeline import build_model, load_split, warm_start
+from fedprune.summary import RunSummary, format_table
 from fedprune.training import evaluate
-from server.checkpoint import Checkpoint, load_checkpoint
 from server.legacy import DefaultWorkflow, LegacyContext, SecAggPlusWorkflow, ServerConfig
-from server.report import format_table
 from server.strategy import MaskedDPFedAvg
 
 __all__ = ["app", "make_server_app", "run_federation"]
@@ -24,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def run_federation(
     grid: Grid, context: Context, config: RunConfig, *, progress: bool = True
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run ``config.federated.num_rounds`` rounds on ``grid`` and return the run summary."""
     split = load_split(config.data, seed=config.seed)
     model = build_model(config, split)
@@ -35,28 +34,27 @@ def run_federation(
         logger.info("public-only warm start: test accuracy %.4f", public_only)
     else:
         model.load_state_dict(resumed.model)
-        public_only = float(resumed.summary["public_only_test_accuracy"])
+        public_only = resumed.summary.public_only_test_accuracy
         logger.info("resuming after round %d from %s", resumed.round, config.out_dir)
         if resumed.round >= config.federated.num_rounds:
             logger.info("all %d rounds already done", config.federated.num_rounds)
             return resumed.summary
-    secure = config.secagg.enabled
-    strategy = MaskedDPFedAvg(
+    server = FederatedServer(
         config=config,
         split=split,
         model=model,
-        secure=secure,
+        secure=config.secagg.enabled,
         public_only_accuracy=public_only,
         resumed=resumed,
         progress=progress,
     )
     legacy = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=config.federated.num_rounds - strategy.done),
-        strategy=strategy,
+        config=ServerConfig(num_rounds=config.federated.num_rounds - server.done),
+        strategy=MaskedDPFedAvg(server),
     )
     workflow = DefaultWorkflow()
-    if secure:
+    if config.secagg.enabled:
         s = config.secagg
         workflow = DefaultWorkflow(
             fit_workflow=SecAggPlusWorkflow(
@@ -68,10 +66,9 @@ def run_federation(
             )
         )
     workflow(grid, legacy)
-    summary = strategy.summary()
     if progress:
-        print(format_table(summary))
-    return summary
+        print(format_table(server.summary))
+    return server.summary
 
 
 def _resumable_checkpoint(config: RunConfig) -> Checkpoint | None:
@@ -81,19 +78,13 @@ def _resumable_checkpoint(config: RunConfig) -> Checkpoint | None:
     checkpoint = load_checkpoint(Path(config.out_dir))
     if checkpoint is not None:
         checkpoint.check_resumable_by(config)
-        if config.privacy.enabled and not config.privacy.ledger_dir:
-            raise ValueError(
-                "cannot resume a private run without privacy.ledger-dir: clients' privacy "
-                "ledgers live in Flower's per-run node state and would restart from zero, "
-                "under-reporting every client's epsilon"
-            )
     return checkpoint
 
 
 def make_server_app(
     config: RunConfig | None = None,
     *,
-    sink: list[dict[str, Any]] | None = None,
+    sink: list[RunSummary] | None = None,
     progress: bool = True,
 ) -> ServerApp:
     """A ServerApp running :func:`run_federation`.

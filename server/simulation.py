@@ -1,61 +1,87 @@
 """``fedprune run``: the Flower app in the Simulation Engine (Ray), in-process.
 
-Defaults come from ``[tool.flwr.app.config]`` in the app's ``pyproject.toml`` (the same values
-``flwr run .`` uses); command-line overrides go on top. Ray is started as a fresh local
-instance (never joining a cluster that happens to run here) and shut down at the end.
+Registered as a ``fedprune`` subcommand through the ``fedprune.commands`` entry point, so the
+core CLI never imports this package. Settings come from the one default table
+(:class:`fedprune.config.RunConfig`, the same values ``[tool.flwr.app.config]`` gives
+``flwr run .``) with command-line overrides on top; it works from an installed wheel. The
+simulated nodes' own privacy policy (ledger directory, budget, noise) is set here, by the
+launcher that owns them, as a SuperNode operator sets ``--node-config``.
+
+The ClientApp is loaded by its component reference, as Flower's own engine loads it; Ray is
+started as a fresh local instance (never joining a running cluster) and shut down at the end.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
 import os
-import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
 
 from fedprune.config import RunConfig
+from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, add_output_flags, overrides
+from fedprune.privacy.policy import PrivacyPolicy
+from fedprune.summary import RunSummary
 
-__all__ = ["app_defaults", "run_federated"]
+__all__ = ["CLIENT_APP_FACTORY", "register", "run_federated", "simulated_node_policy"]
 
 logger = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).resolve().parent.parent
+CLIENT_APP_FACTORY = "clients.client_app:make_client_app"
+"""The ClientApp component (``[tool.flwr.app.components]`` names ``clients.client_app:app``)."""
 
 
-def app_defaults(app_dir: Path = APP_DIR) -> dict[str, Any]:
-    """The flat ``[tool.flwr.app.config]`` table of the app's ``pyproject.toml``."""
-    path = app_dir / "pyproject.toml"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"the Flower app's pyproject.toml is not at {path}: run fedprune from a source "
-            "checkout (pip install -e .)"
-        )
-    with path.open("rb") as f:
-        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
+def simulated_node_policy(
+    config: RunConfig,
+    *,
+    ledger_dir: str = "",
+    max_epsilon: float | None = None,
+    reproducible_noise: bool = False,
+) -> PrivacyPolicy:
+    """The one policy every simulated node gets: the safe default, with the run's accountant
+    and delta (the launcher's user owns the simulated nodes and their data), DP required unless
+    the run is non-private, and the launcher's ledger directory, budget and noise choices."""
+    default = PrivacyPolicy()
+    return PrivacyPolicy(
+        allow_non_private=not config.privacy.enabled,
+        accountant=config.privacy.accountant,
+        delta=config.privacy.delta,
+        max_epsilon=default.max_epsilon if max_epsilon is None else max_epsilon,
+        ledger_dir=str(Path(ledger_dir).resolve()) if ledger_dir else "",
+        reproducible_noise=reproducible_noise,
+    )
 
 
-def run_federated(overrides: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run_federated(
+    overrides: dict[str, Any], *, policy: PrivacyPolicy | None = None, progress: bool = True
+) -> RunSummary:
     """Run the federated app in simulation with one Ray actor (1 CPU) per concurrent client.
 
-    Returns the summary the server wrote to ``<out-dir>/summary.json``.
+    Returns the summary the server also wrote to ``<out-dir>/summary.json``.
     """
-    config = RunConfig.from_flat({**app_defaults(), **overrides})
+    config = RunConfig().replace(**overrides)
     # Resolve now: the server writes relative to the launcher's working directory.
     config = config.replace(**{"out-dir": str(Path(config.out_dir).resolve())})
+    policy = policy if policy is not None else simulated_node_policy(config)
 
     os.environ["RAY_ADDRESS"] = "local"  # a fresh local Ray, never a running cluster
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="flwr")
         from flwr.simulation import run_simulation
 
-    from clients.client_app import app as client_app
     from server.server_app import make_server_app
 
-    sink: list[dict[str, Any]] = []
+    module, attr = CLIENT_APP_FACTORY.split(":")
+    make_client_app = getattr(importlib.import_module(module), attr)
+    sink: list[RunSummary] = []
     run_simulation(
         server_app=make_server_app(config, sink=sink, progress=progress),
-        client_app=client_app,
+        client_app=make_client_app(
+            run_config=config.to_flat(), node_config=policy.to_node_config()
+        ),
         num_supernodes=config.federated.num_clients,
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -68,3 +94,66 @@ def run_federated(overrides: dict[str, Any], *, progress: bool = True) -> dict[s
             f"in {config.out_dir}"
         )
     return sink[0]
+
+
+def _run(args: argparse.Namespace) -> int:
+    flat = overrides(args, COMMON_FLAGS + FEDERATED_FLAGS)
+    if args.secagg is not None:
+        flat["secagg.enabled"] = args.secagg
+    if args.non_private:
+        flat["privacy.enabled"] = False
+    if args.resume:
+        flat["federated.resume"] = True
+    config = RunConfig().replace(**flat)
+    policy = simulated_node_policy(
+        config,
+        ledger_dir=args.ledger_dir,
+        max_epsilon=args.node_max_epsilon,
+        reproducible_noise=args.reproducible_noise,
+    )
+    run_federated(flat, policy=policy, progress=not args.quiet)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run`` to the ``fedprune`` command line (the ``fedprune.commands`` entry point)."""
+    run = subparsers.add_parser(
+        "run",
+        help="federated run in Flower's simulation engine (Ray)",
+        description="The Flower app (server/ + clients/) in simulation: the server picks masks "
+        "from public data, clients run masked DP-SGD, updates meet in SecAgg+. Writes "
+        "OUT/summary.json and OUT/checkpoint.pt after every round.",
+    )
+    add_flags(run, COMMON_FLAGS + FEDERATED_FLAGS)
+    add_output_flags(run)
+    run.add_argument(
+        "--secagg",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Flower SecAgg+ secure aggregation [secagg.enabled]",
+    )
+    run.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
+    run.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt [federated.resume]"
+    )
+    node = run.add_argument_group(
+        "simulated nodes' own privacy policy (a real SuperNode sets these in --node-config)"
+    )
+    node.add_argument(
+        "--ledger-dir",
+        default="",
+        help="where the nodes keep their ledgers (default $FEDPRUNE_HOME/ledgers, persistent: "
+        "every run on the same data composes with the earlier ones)",
+    )
+    node.add_argument(
+        "--node-max-epsilon",
+        type=float,
+        default=None,
+        help=f"each node's budget over all runs (default {PrivacyPolicy().max_epsilon:g})",
+    )
+    node.add_argument(
+        "--reproducible-noise",
+        action="store_true",
+        help="DP noise from the seed (debugging only: anyone with the config can remove it)",
+    )
+    run.set_defaults(func=_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
     METRIC_REFUSED,
@@ -26,11 +28,15 @@ from fedprune.federated.protocol import (
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split
 from fedprune.privacy import PrivacyBudgetExceededError, PrivacyLedger
-from fedprune.training.recipe import round_epochs, train_round
+from fedprune.privacy.accounting import check_delta
+from fedprune.privacy.ledger_store import LedgerIntegrityError, LedgerStore
+from fedprune.privacy.policy import PolicyRefusalError, PrivacyPolicy
+from fedprune.training.recipe import noise_source, round_epochs, train_round
 
 __all__ = [
     "ClientRoundResult",
     "client_partition",
+    "ledger_holder",
     "run_client_round",
     "secagg_clipped",
 ]
@@ -90,6 +96,12 @@ def client_partition(
     return client_dataset(private, parts[partition_id])
 
 
+def ledger_holder(config: RunConfig, partition_id: int) -> str:
+    """The ledger name of a client's data: one per dataset and partition, not per run, so a
+    second run on the same records continues the same ledger."""
+    return f"{config.data.dataset}-client-{partition_id}"
+
+
 def run_client_round(
     config: RunConfig,
     *,
@@ -97,17 +109,25 @@ def run_client_round(
     num_partitions: int,
     global_arrays: list[np.ndarray],
     mask: ParameterMask,
-    ledger: PrivacyLedger | None,
     server_round: int,
+    policy: PrivacyPolicy,
+    store: LedgerStore | None = None,
 ) -> ClientRoundResult:
     """Round ``server_round`` of the recipe on this client's partition; return the update.
 
-    Runs :func:`fedprune.training.recipe.train_round` (the same local steps a centralised run
-    takes) for ``federated.local_epochs`` epochs, its noise calibrated so that a client taking
-    part in all ``federated.num_rounds`` rounds spends ``privacy.target_epsilon`` in total.
-    ``ledger`` (the client's own, persisted by the caller) records every step; if this round
-    would take it past its budget the client refuses *before* any step: zero update, weight 0,
-    and the reason in ``metrics[METRIC_REFUSED]``.
+    The client is the privacy authority. ``config`` is the run's (server-chosen) config; its
+    privacy section is only a request, resolved against the client's own ``policy``
+    (:meth:`PrivacyPolicy.resolve`). The client's ledger lives in ``store`` (default: the
+    policy's ledger directory), persisted after every round. The client **refuses** -- before
+    any step, replying with a zero update, weight 0 and the reason in
+    ``metrics[METRIC_REFUSED]`` -- when the request is weaker than its policy, when delta is not
+    below ``1/n`` for its ``n`` records, when the round's noise is below its floor, when the
+    round would take its ledger past its budget, or when its ledger fails its integrity check.
+
+    Otherwise it runs :func:`fedprune.training.recipe.train_round` (the same local steps a
+    centralised run takes) for ``federated.local_epochs`` epochs, its noise calibrated so that
+    taking part in all ``federated.num_rounds`` rounds spends ``privacy.target_epsilon``, with
+    noise from a secure source unless the *policy* opts into reproducible noise.
 
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
     partition is touched only by the recipe, and only the selected coordinates move.
@@ -122,22 +142,52 @@ def run_client_round(
     rounds = round_epochs(config, federated=True)
     if not 1 <= server_round <= len(rounds):
         raise ValueError(f"expected server_round in [1, {len(rounds)}], got {server_round}")
-    metrics: Metrics = {METRIC_PARTITION_ID: partition_id, METRIC_REFUSED: ""}
+    n = len(data)
+    metrics: Metrics = {
+        METRIC_PARTITION_ID: partition_id,
+        METRIC_REFUSED: "",
+        METRIC_NOISE: "reproducible" if policy.reproducible_noise else "secure",
+    }
+    store = store if store is not None else LedgerStore(policy.ledger_path)
+    holder = ledger_holder(config, partition_id)
+    ledger: PrivacyLedger | None = None
     try:
-        result = train_round(
-            model,
-            data.dataset,
-            config=config,
-            mask=mask,
-            rounds=rounds,
-            round_index=server_round - 1,
-            ledger=ledger,
-            holder=partition_id,
-        )
-    except PrivacyBudgetExceededError as err:
-        assert ledger is not None  # only private rounds are refused
+        privacy = policy.resolve(config.privacy)
+        if privacy.enabled:
+            _check_delta(privacy.delta, n, partition_id)
+            ledger = store.open(
+                holder,
+                accountant=privacy.accountant,
+                delta=privacy.delta,
+                max_epsilon=privacy.max_epsilon,
+            )
+        try:
+            result = train_round(
+                model,
+                data.dataset,
+                config=dataclasses.replace(config, privacy=privacy),
+                mask=mask,
+                rounds=rounds,
+                round_index=server_round - 1,
+                ledger=ledger,
+                holder=partition_id,
+                noise=noise_source(
+                    reproducible=policy.reproducible_noise,
+                    seed=config.seed,
+                    holder=partition_id,
+                    round_index=server_round - 1,
+                ),
+                policy=policy,
+            )
+        finally:
+            if ledger is not None:
+                # Steps already taken are recorded even if training failed part-way.
+                store.save(holder, ledger)
+    except (PrivacyBudgetExceededError, PolicyRefusalError, LedgerIntegrityError) as err:
         logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
-        metrics |= _ledger_metrics(ledger) | {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
+        metrics |= {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
+        if ledger is not None:
+            metrics |= _ledger_metrics(ledger)
         return ClientRoundResult(
             update=np.zeros(mask.num_selected, dtype=np.float32), num_examples=0, metrics=metrics
         )
@@ -149,10 +199,27 @@ def run_client_round(
         }
     after = mask.gather(dict(model.named_parameters()))
     update = (after - before).detach().numpy().astype(np.float32)
-    n = len(data)
     if config.secagg.enabled:
+        _check_secagg_weight(n, config)
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
+
+
+def _check_delta(delta: float, n: int, partition_id: int) -> None:
+    try:
+        check_delta(delta, n, holder=f"client {partition_id}")
+    except ValueError as err:
+        raise PolicyRefusalError(str(err)) from None
+
+
+def _check_secagg_weight(n: int, config: RunConfig) -> None:
+    """SecAgg+ scales by ``n / max_weight``: ``n`` above ``max_weight`` would overflow the
+    quantised range silently, so the client fails clearly instead."""
+    if n > config.secagg.max_weight:
+        raise ValueError(
+            f"client holds {n} records, above secagg.max-weight={config.secagg.max_weight:g}: "
+            "SecAgg+ would clip its weighted update; raise secagg.max-weight"
+        )
 
 
 def _ledger_metrics(ledger: PrivacyLedger) -> Metrics:

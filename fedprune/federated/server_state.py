@@ -146,6 +146,9 @@ class FederatedServer:
         if self.mask is None:
             raise RuntimeError("aggregate before any mask was sent")
         row = RoundRecord(round=server_round, failures=failures)
+        valid = [r for r in replies if self._well_formed(server_round, r)]
+        row.failures += len(replies) - len(valid)
+        replies = valid
         for reply in replies:
             pid = self._record_client(server_round, reply)
             if reply.metrics.get(METRIC_REFUSED):
@@ -188,6 +191,27 @@ class FederatedServer:
         if server_round == self.config.federated.num_rounds:
             self._bar.close()
         return result.loss, result.accuracy
+
+    def _well_formed(self, server_round: int, reply: ClientReply) -> bool:
+        """Whether ``reply``'s update has one finite value per selected coordinate and a
+        non-negative weight; a malformed reply is dropped (logged), the round goes on."""
+        assert self.mask is not None
+        update = np.asarray(reply.update)
+        problem = ""
+        if update.size != self.mask.num_selected:
+            problem = f"{update.size} values, expected {self.mask.num_selected}"
+        elif not np.isfinite(update).all():
+            problem = "non-finite values"
+        elif reply.num_examples < 0:
+            problem = f"negative weight {reply.num_examples}"
+        if problem:
+            logger.warning(
+                "round %d: dropping client %s's update (%s)",
+                server_round,
+                reply.metrics.get(METRIC_PARTITION_ID, "?"),
+                problem,
+            )
+        return not problem
 
     def _record_client(self, server_round: int, reply: ClientReply) -> int:
         m = reply.metrics

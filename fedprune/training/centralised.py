@@ -12,9 +12,18 @@ from fedprune.config import RunConfig
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, pick_mask, warm_start
 from fedprune.privacy import PrivacyLedger
+from fedprune.privacy.accounting import check_delta
+from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.summary import HolderSpend, RunSummary
 from fedprune.training.loops import evaluate
-from fedprune.training.recipe import RoundResult, mask_due, new_ledger, round_epochs, train_round
+from fedprune.training.recipe import (
+    RoundResult,
+    mask_due,
+    new_ledger,
+    noise_source,
+    round_epochs,
+    train_round,
+)
 
 __all__ = ["CENTRAL_HOLDER", "run_centralised"]
 
@@ -25,7 +34,11 @@ CENTRAL_HOLDER = 0
 
 
 def run_centralised(
-    config: RunConfig, *, ledger: PrivacyLedger | None = None, progress: bool = False
+    config: RunConfig,
+    *,
+    ledger_store: LedgerStore | None = None,
+    reproducible_noise: bool = False,
+    progress: bool = False,
 ) -> RunSummary:
     """Train one model on all private data and return (and write) its summary.
 
@@ -35,8 +48,10 @@ def run_centralised(
     mask from the current weights and public data when due and running one
     :func:`~fedprune.training.recipe.train_round` on the private split; evaluate on the test set.
 
-    ``ledger`` is the data holder's own (e.g. from a
-    :class:`~fedprune.privacy.ledger_store.LedgerStore`); a fresh in-memory one when ``None``.
+    ``ledger_store`` keeps the data holder's ledger (``<dataset>-central``) across runs, so
+    their epsilons compose and ``privacy.max-epsilon`` holds over all of them; without one the
+    run's ledger is in memory only. DP noise comes from a secure source unless
+    ``reproducible_noise`` (debugging: anyone with the config can then remove it).
     Writes ``<out_dir>/summary.json`` when ``config.out_dir`` is non-empty.
     """
     started = time.perf_counter()
@@ -47,8 +62,18 @@ def run_centralised(
     public_only = evaluate(model, split.test)
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     private = config.privacy.enabled
-    if private and ledger is None:
-        ledger = new_ledger(config.privacy)
+    holder_name = f"{config.data.dataset}-central"
+    ledger: PrivacyLedger | None = None
+    if private:
+        p = config.privacy
+        check_delta(p.delta, len(split.private), holder="the private set")
+        ledger = (
+            ledger_store.open(
+                holder_name, accountant=p.accountant, delta=p.delta, max_epsilon=p.max_epsilon
+            )
+            if ledger_store is not None
+            else new_ledger(p)
+        )
     rounds = round_epochs(config, federated=False)
     mask: ParameterMask | None = None
     result: RoundResult | None = None
@@ -57,17 +82,27 @@ def run_centralised(
             mask = pick_mask(
                 model, config.mask, split.public, seed=config.seed, round_number=index + 1
             )
-        result = train_round(
-            model,
-            split.private.dataset,
-            config=config,
-            mask=mask,
-            rounds=rounds,
-            round_index=index,
-            ledger=ledger,
-            holder=CENTRAL_HOLDER,
-            progress=progress,
-        )
+        try:
+            result = train_round(
+                model,
+                split.private.dataset,
+                config=config,
+                mask=mask,
+                rounds=rounds,
+                round_index=index,
+                ledger=ledger,
+                holder=CENTRAL_HOLDER,
+                noise=noise_source(
+                    reproducible=reproducible_noise,
+                    seed=config.seed,
+                    holder=CENTRAL_HOLDER,
+                    round_index=index,
+                ),
+                progress=progress,
+            )
+        finally:
+            if ledger_store is not None and ledger is not None:
+                ledger_store.save(holder_name, ledger)
     assert result is not None and mask is not None  # round_epochs is never empty
     holder = HolderSpend(num_examples=len(split.private), rounds_trained=len(rounds))
     if private and ledger is not None and result.plan is not None:
@@ -77,6 +112,7 @@ def run_centralised(
         holder.epsilon = ledger.epsilon()
         holder.delta = ledger.delta
         holder.accountant = ledger.accountant
+        holder.noise = "reproducible" if reproducible_noise else "secure"
     else:
         holder.noise = "none"
     final = evaluate(model, split.test)

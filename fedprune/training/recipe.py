@@ -17,7 +17,9 @@ mean the same local steps in both:
 * **Non-private** runs (``privacy.enabled = false``) take plain SGD steps on the *same*
   coordinates (the mask's), so they differ from DP-SGD only in clipping and noise.
 * ``mask.strategy = "none"`` is the dense mask (every coordinate), never ``None``.
-* **Seeds** come from :func:`fedprune.seeding.derive_seed` with the holder and round.
+* **Seeds** come from :func:`fedprune.seeding.derive_seed` with the holder and round. DP noise
+  and Poisson sampling are *not* seeded: they come from a cryptographically secure source unless
+  the holder itself opts into reproducible noise (:func:`noise_source`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from torch.utils.data import Dataset
 from fedprune.config import MaskConfig, PrivacyConfig, RunConfig
 from fedprune.masks import ParameterMask
 from fedprune.privacy import DPPlan, PrivacyLedger
+from fedprune.privacy.noise import NoiseSource, ReproducibleNoise, SecureNoise
+from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.seeding import derive_seed
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.loops import train_sgd
@@ -42,6 +46,7 @@ __all__ = [
     "RoundResult",
     "mask_due",
     "new_ledger",
+    "noise_source",
     "round_epochs",
     "round_plan",
     "steps_for",
@@ -153,6 +158,14 @@ def new_ledger(privacy: PrivacyConfig) -> PrivacyLedger:
     )
 
 
+def noise_source(*, reproducible: bool, seed: int, holder: int, round_index: int) -> NoiseSource:
+    """The holder's noise for a round: :class:`SecureNoise` unless it opted into reproducible
+    noise (a research/debug mode, logged loudly, derived from ``seed``, holder and round)."""
+    if reproducible:
+        return ReproducibleNoise(derive_seed(seed, "noise", holder, round_index))
+    return SecureNoise()
+
+
 def train_round(
     model: nn.Module,
     dataset: Dataset,
@@ -163,6 +176,8 @@ def train_round(
     round_index: int,
     ledger: PrivacyLedger | None,
     holder: int,
+    noise: NoiseSource | None = None,
+    policy: PrivacyPolicy | None = None,
     progress: bool = False,
 ) -> RoundResult:
     """Train ``model`` (in place) on a holder's private ``dataset`` for round ``round_index``.
@@ -182,6 +197,12 @@ def train_round(
         and changes nothing.
     holder:
         The holder's id (a client's partition id; 0 for a centralised run), for seeds.
+    noise:
+        The DP noise source; ``None`` is :class:`~fedprune.privacy.noise.SecureNoise` (never
+        reproducible from anything in ``config``).
+    policy:
+        The holder's policy: a round whose noise multiplier is below its floor is refused
+        (:class:`~fedprune.privacy.policy.PolicyRefusalError`) before any step.
 
     Formal guarantees
     -----------------
@@ -192,7 +213,6 @@ def train_round(
     n = len(dataset)  # type: ignore[arg-type]
     batch = config.optim.batch_size
     epochs = rounds[round_index]
-    seed = derive_seed(config.seed, "train", holder, round_index)
     trained = mask.num_selected
     if not config.privacy.enabled:
         with _masked_gradients(model, mask):
@@ -203,7 +223,7 @@ def train_round(
                 lr=config.optim.lr,
                 batch_size=batch,
                 momentum=config.optim.momentum,
-                seed=seed,
+                seed=derive_seed(config.seed, "train", holder, round_index),
                 progress=progress,
                 desc="sgd (non-private)",
             )
@@ -220,6 +240,8 @@ def train_round(
     plan = round_plan(
         config.privacy, sample_rate=sample_rate, round_steps=steps, round_index=round_index
     )
+    if policy is not None:
+        policy.check_noise(plan.noise_multiplier)
     result = train_dp_sgd(
         model,
         dataset,
@@ -228,7 +250,7 @@ def train_round(
         momentum=config.optim.momentum,
         mask=mask,
         ledger=ledger,
-        seed=seed,
+        noise=noise,
         progress=progress,
     )
     return RoundResult(

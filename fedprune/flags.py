@@ -1,0 +1,143 @@
+"""The one command-line flag table of every ``fedprune`` subcommand.
+
+Each :class:`Flag` maps one option onto one flat config key; :func:`add_flags` adds a list of
+them to a parser (suppressing defaults, so only flags given on the command line override the
+config), :func:`overrides` reads them back, and :func:`add_output_flags` adds the options every
+command shares (``--out``, ``--quiet``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fedprune.data import available_datasets
+from fedprune.masks import available_mask_strategies
+from fedprune.models import available_models
+
+__all__ = [
+    "COMMON_FLAGS",
+    "FEDERATED_FLAGS",
+    "TRAIN_FLAGS",
+    "Flag",
+    "add_flags",
+    "add_output_flags",
+    "overrides",
+]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag and the flat config key (``dest``) it sets."""
+
+    flag: str
+    key: str
+    type: Callable[[str], Any]
+    help: str
+    choices: Sequence[str] | None = None
+
+
+def _csv_ints(text: str) -> str:
+    try:
+        [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+    return text
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a value > 0, got {text}")
+    return value
+
+
+COMMON_FLAGS = [
+    Flag("--seed", "seed", int, "seed of splits, initialisation, warm start and masks"),
+    Flag("--model", "model", str, f"model: auto, {', '.join(available_models())}"),
+    Flag("--dataset", "data.dataset", str, f"dataset: {', '.join(available_datasets())}"),
+    Flag("--data-dir", "data.data-dir", str, "root of torchvision dataset files"),
+    Flag("--public-fraction", "data.public-fraction", float, "share of train data made public"),
+    Flag(
+        "--public-kind",
+        "data.public-kind",
+        str,
+        "relation of public to private data",
+        ("in-distribution", "class-subset", "transformed", "other-dataset"),
+    ),
+    Flag("--public-classes", "data.public-classes", _csv_ints, "classes of a class-subset"),
+    Flag("--other-dataset", "data.other-dataset", str, "public dataset for other-dataset"),
+    Flag("--public-warmup-epochs", "warmup.epochs", int, "non-private epochs on public data"),
+    Flag("--warmup-lr", "warmup.lr", float, "learning rate of the public warm start"),
+    Flag("--mode", "mask.mode", str, "freeze: pick once; select: re-pick", ("freeze", "select")),
+    Flag(
+        "--strategy",
+        "mask.strategy",
+        str,
+        f"mask strategy: {', '.join(available_mask_strategies())}",
+    ),
+    Flag("--density", "mask.density", float, "fraction of coordinates trained, in (0, 1]"),
+    Flag(
+        "--scope", "mask.scope", str, "density budget per model or per tensor", ("global", "layer")
+    ),
+    Flag(
+        "--bias-policy",
+        "mask.bias-policy",
+        str,
+        "1-D tensors (biases, norms)",
+        ("masked", "always", "never"),
+    ),
+    Flag("--select-every", "mask.select-every", int, "select mode: re-pick every N epochs"),
+    Flag("--epsilon", "privacy.target-epsilon", _positive, "target epsilon (noise is calibrated)"),
+    Flag("--noise-multiplier", "privacy.noise-multiplier", float, "fixed sigma (overrides eps)"),
+    Flag("--delta", "privacy.delta", float, "target delta"),
+    Flag("--max-grad-norm", "privacy.max-grad-norm", float, "per-example clipping norm C"),
+    Flag("--accountant", "privacy.accountant", str, "privacy accountant", ("rdp", "prv")),
+    Flag("--max-epsilon", "privacy.max-epsilon", _positive, "budget: refuse to train past it"),
+    Flag("--batch-size", "optim.batch-size", int, "expected (Poisson) batch size"),
+    Flag("--lr", "optim.lr", float, "(DP-)SGD learning rate"),
+    Flag("--momentum", "optim.momentum", float, "SGD momentum (never moves unselected coords)"),
+]
+TRAIN_FLAGS = [Flag("--epochs", "optim.epochs", int, "epochs over the private data")]
+FEDERATED_FLAGS = [
+    Flag("--clients", "federated.num-clients", int, "number of simulated clients"),
+    Flag("--rounds", "federated.num-rounds", int, "federated rounds"),
+    Flag("--local-epochs", "federated.local-epochs", int, "local DP-SGD epochs per round"),
+    Flag("--server-lr", "federated.server-lr", float, "server step size on the mean update"),
+    Flag("--partition", "data.partition", str, "client partition", ("iid", "dirichlet", "shards")),
+    Flag("--dirichlet-alpha", "data.dirichlet-alpha", float, "Dirichlet label-skew alpha"),
+]
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """Add ``flags`` to ``parser``; each sets ``args.<key>`` only when given."""
+    for f in flags:
+        parser.add_argument(
+            f.flag,
+            dest=f.key,
+            type=f.type,
+            choices=f.choices,
+            default=argparse.SUPPRESS,
+            metavar=None if f.choices else f.flag[2:].upper().replace("-", "_"),
+            help=f"{f.help} [{f.key}]",
+        )
+
+
+def add_output_flags(parser: argparse.ArgumentParser, *, key: str = "out-dir") -> None:
+    """``--out`` (sets ``key``) and ``--quiet`` (no progress bars), shared by every command."""
+    parser.add_argument(
+        "--out",
+        dest=key,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"output directory (summary.json and friends) [{key}]",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def overrides(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The flat config keys of ``flags`` (and ``out-dir``) given on the command line."""
+    keys = {f.key for f in flags} | {"out-dir"}
+    return {k: v for k, v in vars(args).items() if k in keys}
