@@ -27,7 +27,6 @@ per setting, round 0 being the public-only warm start, with public-only as dashe
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
@@ -48,6 +47,7 @@ from typing import Any
 from sweep import Group, aggregate, load_overrides, parse_assignment
 
 from fedprune.config import RunConfig
+from fedprune.io import atomic_write, read_json, write_csv, write_json
 from server.simulation import app_defaults
 
 __all__ = [
@@ -200,7 +200,7 @@ def completed_summary(run: PlannedRun) -> dict[str, Any] | None:
     path = run.out_dir / "summary.json"
     if not path.exists():
         return None
-    summary: dict[str, Any] = json.loads(path.read_text())
+    summary: dict[str, Any] = read_json(path)
     done = summary.get("rounds_completed", 0) >= run.config.federated.num_rounds
     if not (done and math.isfinite(summary.get("test_accuracy", math.nan))):
         return None
@@ -226,7 +226,10 @@ def launch_subprocess(run: PlannedRun, timeout_s: float) -> None:
     group afterwards (Ray daemons on a crash or timeout) is terminated by group id.
     """
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    (run.out_dir / "overrides.json").write_text(json.dumps(run.overrides, indent=1) + "\n")
+    # Not write_json: its null policy would turn an ``inf`` override (e.g. a budget) into None,
+    # which the child's RunConfig rejects; json.dumps keeps ``Infinity``, which json reads back.
+    text = json.dumps(run.overrides, indent=1) + "\n"
+    atomic_write(run.out_dir / "overrides.json", lambda f: f.write(text.encode()))
     ray_tmp = tempfile.mkdtemp(prefix="fc", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(Path(__file__).resolve()), "--run-one", str(run.out_dir)]
@@ -246,7 +249,7 @@ def launch_subprocess(run: PlannedRun, timeout_s: float) -> None:
     if code != 0:
         what = f"timed out after {timeout_s:.0f} s" if code is None else f"exited with {code}"
         raise RuntimeError(f"run {run.run_id} {what}; see {run.out_dir / 'log.txt'}")
-    (run.out_dir / "launcher.json").write_text(json.dumps({"wall_s": wall}) + "\n")
+    write_json(run.out_dir / "launcher.json", {"wall_s": wall})
 
 
 def _end_group(pgid: int) -> None:
@@ -269,7 +272,7 @@ def _run_one(run_dir: Path) -> int:
     """Child process: the run whose overrides are in ``run_dir/overrides.json``."""
     from server.simulation import run_federated
 
-    overrides = json.loads((run_dir / "overrides.json").read_text())
+    overrides = read_json(run_dir / "overrides.json")
     summary = run_federated(overrides, progress=False)
     logger.info("test accuracy %.4f", summary["test_accuracy"])
     return 0
@@ -307,7 +310,8 @@ def run_compare(
         rows.append(summary_row(run, summary))
         logger.info("    test accuracy %.4f", rows[-1]["test_accuracy"])
     write_results(rows, out)
-    _atomic_write(out / "table.md", format_table(spec, rows, failed=failed))
+    table = format_table(spec, rows, failed=failed) + "\n"
+    atomic_write(out / "table.md", lambda f: f.write(table.encode()))
     plot_rounds(spec, rows, out / "accuracy_per_round.png")
     return rows
 
@@ -326,7 +330,7 @@ def summary_row(run: PlannedRun, summary: Mapping[str, Any]) -> dict[str, Any]:
     epsilons = [c["epsilon"] for c in clients if c.get("epsilon") is not None]
     sigmas = [c["noise_multiplier"] for c in clients if c.get("noise_multiplier") is not None]
     launcher = run.out_dir / "launcher.json"
-    wall = json.loads(launcher.read_text())["wall_s"] if launcher.exists() else None
+    wall = read_json(launcher)["wall_s"] if launcher.exists() else None
     return {
         "run_id": run.run_id,
         "setting": run.setting,
@@ -351,20 +355,9 @@ def summary_row(run: PlannedRun, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_results(rows: Sequence[dict[str, Any]], out: Path) -> None:
     """``results.json`` (every field) and ``results.csv`` (without the per-round curve)."""
-    _atomic_write(out / "results.json", json.dumps(list(rows), indent=1))
+    write_json(out / "results.json", list(rows))
     columns = list(dict.fromkeys(k for r in rows for k in r if k != "round_accuracy"))
-    tmp = out / "results.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "results.csv")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    write_csv(out / "results.csv", rows, columns, extrasaction="ignore")
 
 
 def _pct(group: Group, metric: str) -> str:
@@ -647,18 +640,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"federated_compare: error: {err}\n")
     args.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
+    write_json(
         args.out / "compare.json",
-        json.dumps(
-            {
-                "argv": list(sys.argv if argv is None else argv),
-                "settings": {s.name: s.overrides for s in spec.settings},
-                "base": spec.base,
-                "grid": spec.grid,
-                "seeds": spec.seeds,
-            },
-            indent=1,
-        ),
+        {
+            "argv": list(sys.argv if argv is None else argv),
+            "settings": {s.name: s.overrides for s in spec.settings},
+            "base": spec.base,
+            "grid": spec.grid,
+            "seeds": spec.seeds,
+        },
     )
     rows = run_compare(spec, args.out, timeout_s=args.timeout)
     print((args.out / "table.md").read_text())

@@ -20,13 +20,11 @@ stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import itertools
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import tomllib
@@ -41,8 +39,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fedprune.config import RunConfig
-from fedprune.data import DatasetBundle, available_datasets, load_dataset, register_dataset
-from fedprune.io import write_json
+from fedprune.data import DATASETS, DatasetBundle, load_dataset, register_dataset
+from fedprune.io import atomic_write, read_json, to_jsonable, write_csv, write_json
 from fedprune.training.centralised import run_centralised
 
 __all__ = [
@@ -205,7 +203,7 @@ def register_validation_dataset(base: str) -> str:
     Returns the new name.
     """
     name = f"{base}{VALIDATION_SUFFIX}"
-    if name in available_datasets():
+    if name in DATASETS:
         return name
 
     @register_dataset(name)
@@ -242,19 +240,13 @@ def config_hash(flat: Mapping[str, Any]) -> str:
     that keeps the old behaviour) or removes one, while a changed default changes the identity.
     Start a new output directory when a change to fedprune changes what a run does.
     """
-    defaults = _finite(RunConfig().to_flat())
+    defaults = to_jsonable(RunConfig().to_flat())
     kept = {
         k: v
-        for k, v in _finite(flat).items()
+        for k, v in to_jsonable(dict(flat)).items()
         if k != "out-dir" and k in defaults and defaults[k] != v
     }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _finite(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in flat.items()
-    }
 
 
 @dataclass(frozen=True)
@@ -282,6 +274,8 @@ def _make_run(spec: SweepSpec, phase: Phase, varied: dict[str, Any], out: Path) 
 
 
 def _row(run: _Run, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's result row, as ``results.json`` stores it (non-finite values as ``None``), so a
+    fresh row and the same row read back on resume compare and group alike."""
     row: dict[str, Any] = {
         "run_id": run.run_id,
         "phase": run.phase,
@@ -289,7 +283,7 @@ def _row(run: _Run, summary: Mapping[str, Any]) -> dict[str, Any]:
         **run.varied,
     }
     row.update({k: summary.get(k) for k in METRICS})
-    return row
+    return dict(to_jsonable(row))
 
 
 class _Results:
@@ -302,13 +296,13 @@ class _Results:
     def __init__(self, out: Path) -> None:
         self.out = out
         path = out / "results.json"
-        rows: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+        rows: list[dict[str, Any]] = read_json(path) if path.exists() else []
         self.rows = {row["run_id"]: row for row in rows}
         self.by_hash: dict[str, dict[str, Any]] = {}
         for row in rows:
             summary = out / "runs" / row["run_id"] / "summary.json"
             if summary.exists():
-                self.by_hash.setdefault(config_hash(json.loads(summary.read_text())["config"]), row)
+                self.by_hash.setdefault(config_hash(read_json(summary)["config"]), row)
 
     def find(self, run: _Run) -> dict[str, Any] | None:
         """The existing row of ``run`` (same config), if any."""
@@ -321,20 +315,9 @@ class _Results:
 
     def save(self) -> None:
         """Rewrite ``results.json`` and ``results.csv`` from all rows."""
-        _atomic_write(self.out / "results.json", json.dumps(list(self.rows.values()), indent=1))
-        columns = list(dict.fromkeys(k for r in self.rows.values() for k in r))
-        tmp = self.out / "results.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows.values())
-        os.replace(tmp, self.out / "results.csv")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+        rows = list(self.rows.values())
+        write_json(self.out / "results.json", rows)
+        write_csv(self.out / "results.csv", rows, list(dict.fromkeys(k for r in rows for k in r)))
 
 
 def run_sweep(spec: SweepSpec, out: Path, *, progress: bool = True) -> list[dict[str, Any]]:
@@ -483,7 +466,8 @@ def write_report(spec: SweepSpec, rows: Sequence[dict[str, Any]], out: Path) -> 
                 for g in tuning
             ],
         )
-    _atomic_write(out / "table.md", "\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "table.md", lambda f: f.write(text.encode()))
     plot_accuracy(spec, final, out / "accuracy_vs_epsilon.png")
 
 

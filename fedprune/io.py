@@ -8,15 +8,17 @@ mid-write leaves either the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["atomic_write", "read_json", "to_json_text", "to_jsonable", "write_json"]
+__all__ = ["atomic_write", "read_json", "to_json_text", "to_jsonable", "write_csv", "write_json"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -36,7 +38,7 @@ def to_json_text(value: Any, *, indent: int | None = 2) -> str:
 
 
 def atomic_write(
-    path: str | Path, write: Callable[[IO[bytes]], None], *, mode: int = 0o644
+    path: str | Path, write: Callable[[IO[bytes]], object], *, mode: int = 0o644
 ) -> None:
     """Create or replace ``path`` atomically: ``write`` fills a temporary file, then rename.
 
@@ -67,6 +69,31 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented strict JSON to ``path`` atomically (see the module policy)."""
     text = to_json_text(data) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_csv(
+    path: str | Path,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    extrasaction: Literal["raise", "ignore"] = "raise",
+) -> None:
+    """Write ``rows`` as UTF-8 CSV with header ``columns`` to ``path`` atomically.
+
+    A key of a row missing from ``columns`` raises ``ValueError`` unless ``extrasaction`` is
+    ``"ignore"`` (as for :class:`csv.DictWriter`); missing keys are written as empty cells.
+    """
+
+    def write(f: IO[bytes]) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        try:
+            writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction=extrasaction)
+            writer.writeheader()
+            writer.writerows(rows)
+        finally:
+            text.detach()  # flushes into ``f`` and leaves it open for atomic_write to finish
+
+    atomic_write(path, write)
 
 
 def read_json(path: str | Path) -> Any:

@@ -21,10 +21,7 @@ behind them (activation privacy), not record-level differential privacy of train
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +61,7 @@ from fedprune.activation.sensitivity import (
     layer_input_box,
 )
 from fedprune.data import load_dataset, split_public_private
+from fedprune.io import to_jsonable, write_csv, write_json
 from fedprune.models import create_model
 from fedprune.training import evaluate, train_sgd
 
@@ -568,19 +566,6 @@ def run_activation_privacy(
     return result
 
 
-def _jsonable(value: Any) -> Any:
-    """Floats that JSON cannot hold (inf, nan) become strings; tensors become lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    return value
-
-
 def _pruning_json(report: PruningReport) -> dict[str, Any]:
     out = asdict(report)
     for key in ("equivalent_laplace", "equivalent_gaussian"):
@@ -592,8 +577,9 @@ def _pruning_json(report: PruningReport) -> dict[str, Any]:
 
 
 def results_dict(result: ActivationPrivacyResult) -> dict[str, Any]:
-    """The JSON-ready content of ``results.json``."""
-    return _jsonable(
+    """The JSON-ready content of ``results.json`` (non-finite floats, e.g. the epsilon of zero
+    noise, as ``None``: the :mod:`fedprune.io` policy)."""
+    return to_jsonable(
         {
             "study": "activation privacy: pruning vs explicit noise against activation inversion",
             "scope": "activation privacy of one input's hidden activations; NOT record-level DP "
@@ -631,13 +617,10 @@ def save_activation_privacy(
         "reconstructions": out / "reconstructions.png",
         "perturbation": out / "perturbation.png",
     }
-    paths["results"].write_text(json.dumps(results_dict(result), indent=2) + "\n")
-    paths["config"].write_text(json.dumps(_jsonable(asdict(result.config)), indent=2) + "\n")
+    write_json(paths["results"], results_dict(result))
+    write_json(paths["config"], asdict(result.config))
     rows = [asdict(s) for s in result.settings]
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(paths["csv"], rows, list(rows[0]))
     name = f"{result.config.dataset} / {result.config.model} layer {result.layer!r}"
     plot_tradeoff(
         rows,

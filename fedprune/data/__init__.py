@@ -1,18 +1,21 @@
 """Datasets, public/private splits and federated partitions."""
 
 from fedprune.data.datasets import (
+    DATASETS,
     DatasetBundle,
     available_datasets,
     load_dataset,
     register_dataset,
 )
 from fedprune.data.partition import (
+    PARTITION_SCHEMES,
     PartitionScheme,
     available_partition_schemes,
     client_dataset,
     partition_indices,
 )
 from fedprune.data.splits import (
+    PUBLIC_KINDS,
     PrivateDataset,
     PublicDataset,
     PublicKind,
@@ -21,8 +24,11 @@ from fedprune.data.splits import (
     split_public_private,
 )
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py checks)
+    "DATASETS",
     "DatasetBundle",
+    "PARTITION_SCHEMES",
+    "PUBLIC_KINDS",
     "PartitionScheme",
     "PrivateDataset",
     "PublicDataset",

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["DatasetBundle", "available_datasets", "load_dataset", "register_dataset"]
+from fedprune.registry import Registry
+
+__all__ = ["DATASETS", "DatasetBundle", "available_datasets", "load_dataset", "register_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +50,13 @@ class DatasetBundle:
 Loader = Callable[[Path | None, bool, int], DatasetBundle]
 """``(data_dir, download, seed) -> DatasetBundle``."""
 
-_LOADERS: dict[str, Loader] = {}
+DATASETS: Registry[Loader] = Registry("dataset")
+"""Dataset loaders ``(data_dir, download, seed) -> DatasetBundle`` by name."""
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator registering ``loader(data_dir, download, seed) -> DatasetBundle`` as ``name``."""
-
-    def wrap(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _LOADERS[name] = loader
-        return loader
-
-    return wrap
+    return DATASETS.decorator(name)
 
 
 @register_dataset("digits")
@@ -223,7 +219,7 @@ for _spec in (
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return sorted(_LOADERS)
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -259,10 +255,5 @@ def load_dataset(
     RuntimeError
         The files exist but torchvision rejects them (e.g. an md5 mismatch).
     """
-    try:
-        loader = _LOADERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of {available_datasets()}"
-        ) from None
+    loader = DATASETS.get(name)
     return loader(Path(data_dir) if data_dir is not None else None, download, seed)

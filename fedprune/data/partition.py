@@ -12,8 +12,10 @@ import torch
 
 from fedprune.data.datasets import _take
 from fedprune.data.splits import PrivateDataset
+from fedprune.registry import Registry
 
 __all__ = [
+    "PARTITION_SCHEMES",
     "PartitionScheme",
     "available_partition_schemes",
     "client_dataset",
@@ -40,15 +42,12 @@ class _Request:
 
 
 _Scheme = Callable[[_Request], list[np.ndarray]]
-_SCHEMES: dict[str, _Scheme] = {}
+PARTITION_SCHEMES: Registry[_Scheme] = Registry("partition scheme")
+"""Partition schemes by name (one per :data:`PartitionScheme`)."""
 
 
 def _register(name: PartitionScheme) -> Callable[[_Scheme], _Scheme]:
-    def wrap(scheme: _Scheme) -> _Scheme:
-        _SCHEMES[name] = scheme
-        return scheme
-
-    return wrap
+    return PARTITION_SCHEMES.decorator(name)
 
 
 def _sizes(parts: list[np.ndarray]) -> list[int]:
@@ -119,7 +118,7 @@ def _shards(req: _Request) -> list[np.ndarray]:
 
 def available_partition_schemes() -> list[str]:
     """Names accepted as ``scheme`` by :func:`partition_indices`."""
-    return sorted(_SCHEMES)
+    return PARTITION_SCHEMES.names()
 
 
 def partition_indices(
@@ -175,10 +174,7 @@ def partition_indices(
     The partition depends on the private labels; it decides which client holds a record and is
     not itself protected by DP (as in any federated data set-up, it models the data's location).
     """
-    if scheme not in _SCHEMES:
-        raise ValueError(
-            f"unknown partition scheme {scheme!r}; expected one of {available_partition_schemes()}"
-        )
+    assign = PARTITION_SCHEMES.get(scheme)
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"expected 1-D integer labels, got {y.dtype} of shape {y.shape}")
@@ -201,7 +197,7 @@ def partition_indices(
         shards_per_client=shards_per_client,
         min_size=min_size,
     )
-    parts = [np.sort(p).astype(np.int64) for p in _SCHEMES[scheme](request)]
+    parts = [np.sort(p).astype(np.int64) for p in assign(request)]
     sizes = _sizes(parts)
     if min(sizes) < min_size:
         raise ValueError(

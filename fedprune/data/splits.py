@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from fedprune.data.datasets import DatasetBundle, _take
+from fedprune.registry import Registry
 
 __all__ = [
+    "PUBLIC_KINDS",
     "PrivateDataset",
     "PublicDataset",
     "PublicKind",
@@ -205,15 +207,12 @@ class _Request:
 # A builder returns (public x, public y, private dataset, public description).
 _Built = tuple[torch.Tensor, torch.Tensor, TensorDataset, str]
 _Builder = Callable[[_Request], _Built]
-_BUILDERS: dict[str, _Builder] = {}
+PUBLIC_KINDS: Registry[_Builder] = Registry("public_kind")
+"""Builders of the public/private split by ``public_kind`` (one per :data:`PublicKind`)."""
 
 
 def _register(kind: PublicKind) -> Callable[[_Builder], _Builder]:
-    def wrap(builder: _Builder) -> _Builder:
-        _BUILDERS[kind] = builder
-        return builder
-
-    return wrap
+    return PUBLIC_KINDS.decorator(kind)
 
 
 def _holdout(req: _Request, bundle: DatasetBundle) -> tuple[TensorDataset, TensorDataset]:
@@ -301,7 +300,7 @@ def _other_dataset(req: _Request) -> _Built:
 
 def available_public_kinds() -> list[str]:
     """Names accepted as ``public_kind`` by :func:`split_public_private`."""
-    return sorted(_BUILDERS)
+    return PUBLIC_KINDS.names()
 
 
 def split_public_private(
@@ -365,10 +364,7 @@ def split_public_private(
     """
     if not 0.0 < public_fraction < 1.0:
         raise ValueError(f"expected public_fraction in (0, 1), got {public_fraction}")
-    if public_kind not in _BUILDERS:
-        raise ValueError(
-            f"unknown public_kind {public_kind!r}; expected one of {available_public_kinds()}"
-        )
+    build = PUBLIC_KINDS.get(public_kind)
     if public_classes is not None and public_kind != "class-subset":
         raise ValueError(
             f"public_classes is only used with public_kind='class-subset', got {public_kind!r}"
@@ -385,7 +381,7 @@ def split_public_private(
         public_classes=public_classes,
         other=other,
     )
-    x_pub, y_pub, private, description = _BUILDERS[public_kind](request)
+    x_pub, y_pub, private, description = build(request)
     public = PublicDataset(
         TensorDataset(x_pub, y_pub), kind=public_kind, description=f"{public_kind}: {description}"
     )

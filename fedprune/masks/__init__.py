@@ -3,6 +3,7 @@
 from fedprune.masks.mask import MaskError, ParameterMask
 from fedprune.masks.select import BiasPolicy, MaskScope, select_mask
 from fedprune.masks.strategies import (
+    MASK_STRATEGIES,
     GradientStrategy,
     MagnitudeStrategy,
     MaskStrategy,
@@ -16,6 +17,7 @@ from fedprune.masks.strategies import (
 )
 
 __all__ = [
+    "MASK_STRATEGIES",
     "BiasPolicy",
     "GradientStrategy",
     "MagnitudeStrategy",

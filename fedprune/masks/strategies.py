@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedprune.data.splits import PublicDataset
+from fedprune.registry import Registry
 
 __all__ = [
+    "MASK_STRATEGIES",
     "GradientStrategy",
     "MagnitudeStrategy",
     "MaskStrategy",
@@ -112,7 +114,8 @@ class MaskStrategy(ABC):
         """Compute the scores; ``public`` has already been checked."""
 
 
-_STRATEGIES: dict[str, type[MaskStrategy]] = {}
+MASK_STRATEGIES: Registry[type[MaskStrategy]] = Registry("mask strategy")
+"""Mask strategy classes by their ``name``."""
 
 
 def register_mask_strategy(cls: type[MaskStrategy]) -> type[MaskStrategy]:
@@ -127,15 +130,12 @@ def register_mask_strategy(cls: type[MaskStrategy]) -> type[MaskStrategy]:
     """
     if not (isinstance(cls, type) and issubclass(cls, MaskStrategy)):
         raise TypeError(f"expected a MaskStrategy subclass, got {cls!r}")
-    if cls.name in _STRATEGIES:
-        raise ValueError(f"mask strategy {cls.name!r} is already registered")
-    _STRATEGIES[cls.name] = cls
-    return cls
+    return MASK_STRATEGIES.register(cls.name, cls)
 
 
 def available_mask_strategies() -> list[str]:
     """Names accepted by :func:`create_mask_strategy`."""
-    return sorted(_STRATEGIES)
+    return MASK_STRATEGIES.names()
 
 
 def create_mask_strategy(name: str) -> MaskStrategy:
@@ -146,13 +146,7 @@ def create_mask_strategy(name: str) -> MaskStrategy:
     ValueError
         Unknown name (the message lists the known ones).
     """
-    try:
-        cls = _STRATEGIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown mask strategy {name!r}; expected one of {available_mask_strategies()}"
-        ) from None
-    return cls()
+    return MASK_STRATEGIES.get(name)()
 
 
 @register_mask_strategy

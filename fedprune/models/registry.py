@@ -11,27 +11,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["available_models", "create_model", "register_model"]
+from fedprune.registry import Registry
+
+__all__ = ["MODELS", "available_models", "create_model", "register_model"]
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
-_REGISTRY: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("model")
+"""Model factories ``(input_shape, num_classes) -> nn.Module`` by name (``"auto"`` is not one)."""
+_AUTO = "auto"
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register a factory ``(input_shape, num_classes) -> nn.Module`` under ``name``."""
-
-    def wrap(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return MODELS.decorator(name)
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`create_model` (plus ``"auto"``)."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def create_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -40,17 +37,22 @@ def create_model(name: str, *, input_shape: tuple[int, int, int], num_classes: i
     ``"auto"`` picks ``mlp`` for small single-channel inputs (<= 16x16, e.g. digits), ``cnn``
     for larger single-channel inputs (MNIST-sized) and ``resnet`` for colour images.
     Weights are initialised from torch's global RNG: seed it first for reproducibility.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists ``'auto'`` and the registered ones), ``input_shape`` not
+        ``(C, H, W)`` of positive ints, or ``num_classes < 2``.
     """
-    if name == "auto":
-        c, h, w = input_shape
-        name = "resnet" if c != 1 else ("mlp" if h * w <= 256 else "cnn")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; expected 'auto' or one of {available_models()}")
+    MODELS.check(name, extra=(_AUTO,))
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"expected input_shape (C, H, W) of positive ints, got {input_shape}")
     if num_classes < 2:
         raise ValueError(f"expected num_classes >= 2, got {num_classes}")
-    return _REGISTRY[name](tuple(input_shape), num_classes)  # type: ignore[arg-type]
+    if name == _AUTO:
+        c, h, w = input_shape
+        name = "resnet" if c != 1 else ("mlp" if h * w <= 256 else "cnn")
+    return MODELS.get(name)(tuple(input_shape), num_classes)  # type: ignore[arg-type]
 
 
 def _mlp_of_width(input_shape: tuple[int, int, int], num_classes: int, hidden: int) -> nn.Module:

@@ -20,6 +20,7 @@ from fedprune.masks import (
     register_mask_strategy,
 )
 from fedprune.masks import strategies as strategies_module
+from fedprune.registry import Registry
 
 ALL = ["gradient", "magnitude", "none", "random", "snip"]
 DATA_STRATEGIES = ["gradient", "snip"]
@@ -45,7 +46,10 @@ def test_unknown_strategy_lists_known_names() -> None:
 
 
 def test_register_custom_strategy(monkeypatch: pytest.MonkeyPatch, model: nn.Sequential) -> None:
-    monkeypatch.setattr(strategies_module, "_STRATEGIES", dict(strategies_module._STRATEGIES))
+    registry: Registry[type[MaskStrategy]] = Registry("mask strategy")
+    for name in strategies_module.MASK_STRATEGIES:
+        registry.register(name, strategies_module.MASK_STRATEGIES.get(name))
+    monkeypatch.setattr(strategies_module, "MASK_STRATEGIES", registry)  # keep "constant" local
 
     @register_mask_strategy
     class Constant(MaskStrategy):
