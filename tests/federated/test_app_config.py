@@ -1,68 +1,70 @@
-"""``[tool.flwr.app.config]`` (what ``flwr run .`` passes) and the ``fedprune run`` command line."""
+"""The one default table: ``RunConfig()``, ``[tool.flwr.app.config]`` and the ``run`` command."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import tomllib
+from pathlib import Path
 
 import pytest
 from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
 from fedprune.cli import build_parser, main
 from fedprune.config import RunConfig
-from server.simulation import APP_DIR, app_defaults
+
+APP_DIR = Path(__file__).resolve().parents[2]
 
 
-def test_pyproject_app_config_parses_into_a_valid_run_config() -> None:
-    table = app_defaults()
-    known = RunConfig().to_flat()
-    assert set(table) <= set(known), sorted(set(table) - set(known))
+def _pyproject_table() -> dict[str, object]:
+    with (APP_DIR / "pyproject.toml").open("rb") as f:
+        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
 
-    config = RunConfig.from_flat(table)  # validates every value
 
-    flat = config.to_flat()
-    for key, value in table.items():
-        assert flat[key] == value, key
-        assert type(flat[key]) is type(value), key
-    # the federated defaults are a DP run behind SecAgg+ with a finite hard budget
+def test_pyproject_table_equals_the_one_default_table() -> None:
+    table, defaults = _pyproject_table(), RunConfig().to_flat()
+    assert set(table) == set(defaults), sorted(set(table) ^ set(defaults))
+    for key, value in defaults.items():
+        assert table[key] == value, key
+        assert type(table[key]) is type(value), key
+
+
+def test_default_table_is_a_private_run_behind_secagg() -> None:
+    config = RunConfig()
     assert config.privacy.enabled and config.secagg.enabled
-    assert math.isfinite(config.privacy.max_epsilon)
-    assert config.privacy.max_epsilon >= config.privacy.target_epsilon
+    assert config.privacy.accountant in {"rdp", "prv"}
 
 
 def test_flwr_run_config_with_overrides_parses() -> None:
     """``flwr run . --run-config '...'`` fuses overrides into the table with Flower's own code;
-    the ServerApp parses the result from ``context.run_config``."""
+    the ServerApp and the ClientApp parse the result from ``context.run_config``."""
     overrides = parse_config_args(["mask.density=0.05 federated.num-rounds=3 secagg.enabled=false"])
     run_config = get_fused_config_from_dir(APP_DIR, overrides)
 
     config = RunConfig.from_flat(dict(run_config))
 
-    assert config.mask.density == 0.05
-    assert config.federated.num_rounds == 3
-    assert config.secagg.enabled is False
-    assert config == RunConfig.from_flat(app_defaults()).replace(**overrides)
+    assert config == RunConfig().replace(**overrides)
 
 
-def test_flwr_run_can_override_every_federated_setting() -> None:
-    centralised_only = {"optim.epochs"}
-    missing = set(RunConfig().to_flat()) - set(app_defaults()) - centralised_only
-    assert not missing, sorted(missing)
+def test_names_are_validated_at_parse_time() -> None:
+    for key, value in (("model", "vgg"), ("data.dataset", "imagenet"), ("mask.strategy", "lth")):
+        with pytest.raises(ValueError, match=rf"config {key}: expected one of \["):
+            RunConfig.from_flat({key: value})
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def _subparser(name: str) -> argparse.ArgumentParser:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["run"]
+    return sub.choices[name]
 
 
-def test_every_run_flag_sets_a_known_config_key() -> None:
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_every_flag_sets_a_known_config_key(command: str) -> None:
     known = set(RunConfig().to_flat())
-    dests = {a.dest for a in _run_parser()._actions if "." in a.dest or a.dest == "seed"}
+    dests = {a.dest for a in _subparser(command)._actions if "." in a.dest or a.dest == "seed"}
     assert dests <= known, sorted(dests - known)
-    assert {"federated.num-rounds", "federated.num-clients", "mask.density"} <= dests
+    assert "mask.density" in dests
 
 
-def test_run_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_help_lists_the_flags_and_node_policy(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--help"])
     assert exit_info.value.code == 0
@@ -71,20 +73,19 @@ def test_run_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
         "--rounds",
         "--clients",
         "--local-epochs",
-        "--server-lr",
         "--density",
-        "--mode",
-        "--select-every",
         "--epsilon",
         "--max-epsilon",
         "--secagg",
         "--no-secagg",
-        "--non-private",
         "--out",
+        "--quiet",
+        "--ledger-dir",
+        "--node-max-epsilon",
+        "--reproducible-noise",
     ):
         assert flag in out, flag
     assert "[federated.num-rounds]" in out
-    assert "[tool.flwr.app.config]" in out
 
 
 def test_run_rejects_an_invalid_density_before_starting_anything(
@@ -94,14 +95,14 @@ def test_run_rejects_an_invalid_density_before_starting_anything(
         main(["run", "--density", "2", "--quiet"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "mask.density" in err
-    assert "(0, 1]" in err
-    assert "got 2.0" in err
+    assert "mask.density" in err and "(0, 1]" in err and "got 2.0" in err
     assert "Traceback" not in err
 
 
-def test_run_rejects_an_invalid_choice(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_rejects_an_unknown_strategy_before_starting_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--mode", "sometimes"])
+        main(["run", "--strategy", "lottery", "--quiet"])
     assert exit_info.value.code == 2
-    assert "--mode" in capsys.readouterr().err
+    assert "mask.strategy" in capsys.readouterr().err
