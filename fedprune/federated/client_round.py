@@ -29,7 +29,13 @@ from fedprune.federated.protocol import (
 )
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, make_plan, steps_for
-from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
+from fedprune.privacy import (
+    DPPlan,
+    PrivacyBudgetExceededError,
+    PrivacyLedger,
+    ReproducibleNoise,
+    SecureNoise,
+)
 from fedprune.training import train_dp_sgd, train_sgd
 
 __all__ = [
@@ -173,7 +179,7 @@ def run_client_round(
                 momentum=config.optim.momentum,
                 mask=mask,
                 ledger=ledger,
-                seed=seed,
+                noise=SecureNoise() if config.privacy.secure_noise else ReproducibleNoise(seed),
             )
         except PrivacyBudgetExceededError as err:
             logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)

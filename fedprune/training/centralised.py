@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ from torch import nn
 
 from fedprune import __version__
 from fedprune.config import RunConfig
+from fedprune.io import write_json
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, make_plan, pick_mask, steps_for, warm_start
-from fedprune.privacy import PrivacyLedger
-from fedprune.io import write_json
+from fedprune.privacy import PrivacyLedger, ReproducibleNoise, SecureNoise
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.loops import evaluate, train_sgd
 
@@ -104,7 +103,7 @@ def run_centralised(config: RunConfig, *, progress: bool = False) -> dict[str, A
             ledger=ledger,
             reselect=reselect if config.mask.mode == "select" and mask is not None else None,
             reselect_every=config.mask.select_every,
-            seed=secrets.randbits(63) if config.privacy.secure_noise else config.seed,
+            noise=SecureNoise() if config.privacy.secure_noise else ReproducibleNoise(config.seed),
             progress=progress,
         )
         summary.update(
