@@ -94,7 +94,7 @@ _COMMON = [
     _Flag("--noise-multiplier", "privacy.noise-multiplier", float, "fixed sigma (overrides eps)"),
     _Flag("--delta", "privacy.delta", float, "target delta"),
     _Flag("--max-grad-norm", "privacy.max-grad-norm", float, "per-example clipping norm C"),
-    _Flag("--accountant", "privacy.accountant", str, "privacy accountant", ("rdp", "prv", "gdp")),
+    _Flag("--accountant", "privacy.accountant", str, "privacy accountant", ("rdp", "prv")),
     _Flag("--max-epsilon", "privacy.max-epsilon", float, "hard budget: refuse to train past it"),
     _Flag("--batch-size", "optim.batch-size", int, "expected (Poisson) batch size"),
     _Flag("--lr", "optim.lr", float, "(DP-)SGD learning rate"),

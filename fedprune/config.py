@@ -115,7 +115,7 @@ class PrivacyConfig:
     noise_multiplier: float = 0.0
     delta: float = 1e-5
     max_grad_norm: float = 1.0
-    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    accountant: Literal["rdp", "prv"] = "rdp"
     max_epsilon: float = math.inf
     """Hard budget per data holder; training past it is refused before any step."""
     secure_noise: bool = False

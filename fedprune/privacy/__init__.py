@@ -1,6 +1,6 @@
 """Privacy: the DP-SGD plan, noise calibration and sources, and the persistent budgeted ledger."""
 
-from fedprune.privacy.accounting import AccountantName, calibrate_noise, epsilon_of
+from fedprune.privacy.accounting import AccountantName, calibrate_noise, check_delta, epsilon_of
 from fedprune.privacy.ledger import PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.privacy.noise import NoiseSource, ReproducibleNoise, SecureNoise
 from fedprune.privacy.plan import DPPlan
@@ -14,5 +14,6 @@ __all__ = [
     "ReproducibleNoise",
     "SecureNoise",
     "calibrate_noise",
+    "check_delta",
     "epsilon_of",
 ]
