@@ -1,14 +1,19 @@
-"""Privacy accounting: the DP-SGD plan, noise calibration and the persistent budgeted ledger."""
+"""Privacy: the DP-SGD plan, noise calibration and sources, and the persistent budgeted ledger."""
 
-from fedprune.privacy.accounting import AccountantName, calibrate_noise, epsilon_of
+from fedprune.privacy.accounting import AccountantName, calibrate_noise, check_delta, epsilon_of
 from fedprune.privacy.ledger import PrivacyBudgetExceededError, PrivacyLedger
+from fedprune.privacy.noise import NoiseSource, ReproducibleNoise, SecureNoise
 from fedprune.privacy.plan import DPPlan
 
 __all__ = [
     "AccountantName",
     "DPPlan",
+    "NoiseSource",
     "PrivacyBudgetExceededError",
     "PrivacyLedger",
+    "ReproducibleNoise",
+    "SecureNoise",
     "calibrate_noise",
+    "check_delta",
     "epsilon_of",
 ]

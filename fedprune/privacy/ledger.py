@@ -40,9 +40,7 @@ class PrivacyLedger:
     Attributes
     ----------
     accountant:
-        ``"rdp"``, ``"prv"`` or ``"gdp"``; fixed for the ledger's lifetime. A ``"gdp"`` ledger
-        composes one mechanism only (Opacus's Gaussian accountant reads only its last entry), so
-        it refuses a step with another noise multiplier or sample rate.
+        ``"rdp"`` or ``"prv"``; fixed for the ledger's lifetime.
     delta:
         The delta at which epsilon is reported and the budget enforced.
     max_epsilon:
@@ -113,14 +111,11 @@ class PrivacyLedger:
         Raises
         ------
         ValueError
-            An invalid field (named in the message), or a mechanism the ledger's accountant
-            cannot compose with its history (``"gdp"`` composes one mechanism only); the ledger
-            is unchanged.
+            An invalid field (named in the message); the ledger is unchanged.
         """
         entry = validate_history_entry(noise_multiplier, sample_rate, steps)
         if entry[2]:
-            history = _merged(self.entries, entry)
-            self.history = validate_history(history, accountant=self.accountant)
+            self.history = _merged(self.entries, entry)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state; :meth:`from_state_dict` restores it exactly."""

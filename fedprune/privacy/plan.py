@@ -37,7 +37,7 @@ class DPPlan:
     delta:
         Target delta (typically < 1/n).
     accountant:
-        ``"rdp"``, ``"prv"`` or ``"gdp"`` (Opacus accountants).
+        ``"rdp"`` or ``"prv"`` (Opacus accountants; ``"gdp"`` is refused as approximate).
     """
 
     noise_multiplier: float

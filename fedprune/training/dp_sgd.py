@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from fedprune.masks import ParameterMask
 from fedprune.privacy import DPPlan, PrivacyLedger
+from fedprune.privacy.noise import NoiseSource, SecureNoise
 from fedprune.training.masked_optimizer import MaskedDPOptimizer
 
 __all__ = ["DPTrainResult", "train_dp_sgd"]
@@ -63,7 +64,7 @@ def train_dp_sgd(
     ledger: PrivacyLedger | None = None,
     reselect: Reselect | None = None,
     reselect_every: int = 0,
-    seed: int = 0,
+    noise: NoiseSource | None = None,
     progress: bool = False,
     desc: str = "dp-sgd",
 ) -> DPTrainResult:
@@ -86,17 +87,24 @@ def train_dp_sgd(
     reselect, reselect_every:
         ``select`` mode: every ``reselect_every`` steps, ``reselect(model)`` picks a new mask
         (called with Opacus's hooks off, so it may run the model on public data; the mask must
-        fit ``model``).
-    seed:
-        Seeds Poisson sampling and the noise generator (reproducible, not cryptographically
-        secure; research use).
+        fit ``model``). It receives only the model, after every ``grad``, ``grad_sample`` and
+        ``summed_grad`` has been deleted from its parameters.
+    noise:
+        Source of the Gaussian noise and of the Poisson-sampling generator.
+        ``None`` (the default) means :class:`~fedprune.privacy.noise.SecureNoise`;
+        :class:`~fedprune.privacy.noise.ReproducibleNoise` replays a run from a seed (research
+        and debugging only: whoever knows the seed can remove the noise).
 
     Formal guarantees
     -----------------
     Record-level (epsilon, delta)-DP for ``dataset`` as reported by the ledger, under the
-    assumption that every mask is independent of ``dataset``. Unselected coordinates receive
-    neither gradient nor noise and stay bit-identical; tensors without any selected coordinate
-    in ``freeze`` mode skip per-example gradient computation entirely.
+    assumptions that every mask is independent of ``dataset`` and that the noise is
+    unpredictable to the adversary (true for ``SecureNoise``; not for ``ReproducibleNoise``
+    against anyone who knows its seed). Unselected coordinates receive neither gradient nor
+    noise and stay bit-identical; tensors without any selected coordinate in ``freeze`` mode
+    skip per-example gradient computation entirely. ``reselect`` sees only the model's weights
+    (themselves a noisy DP release): no per-example gradient, un-noised clipped sum or last
+    gradient is left on the parameters when it runs.
 
     Afterwards ``model`` carries no Opacus hooks or attributes (it can be trained again) and no
     gradients: the last step's un-noised clipped sum (Opacus's ``summed_grad``) is deleted.
@@ -117,6 +125,7 @@ def train_dp_sgd(
         mask.validate_for(model)
     ledger = ledger or PrivacyLedger(accountant=plan.accountant, delta=plan.delta)
     ledger.ensure_within_budget(plan)
+    noise = noise if noise is not None else SecureNoise()
 
     frozen_names = (
         {name for name, m in mask.items() if not bool(m.any())}
@@ -133,7 +142,7 @@ def train_dp_sgd(
                 noise_multiplier=plan.noise_multiplier,
                 max_grad_norm=plan.max_grad_norm,
                 expected_batch_size=max(1, round(plan.sample_rate * n)),
-                generator=torch.Generator().manual_seed(seed + 1),
+                noise=noise,
             )
             optimizer.attach_step_hook(
                 lambda opt: ledger.record(
@@ -143,7 +152,7 @@ def train_dp_sgd(
             loader = DPDataLoader(
                 dataset,
                 sample_rate=plan.sample_rate,
-                generator=torch.Generator().manual_seed(seed),
+                generator=noise.sampling_generator(),
             )
             gsm.train()
             for step, (x, y) in enumerate(
@@ -179,12 +188,15 @@ def train_dp_sgd(
 
 
 def _reselected(reselect: Reselect, model: nn.Module, gsm: GradSampleModule) -> ParameterMask:
-    """``reselect(model)`` with Opacus's hooks off, checked against ``model``.
+    """``reselect(model)`` with Opacus's hooks off and no gradients left, checked against ``model``.
 
     A strategy that runs the model on public data (``gradient``, ``snip``) would otherwise
     trigger the per-example gradient hooks outside a DP step (Opacus then fails on the
-    unmatched backward pass).
+    unmatched backward pass). The last step's per-example gradients and un-noised clipped sum
+    are computed from private data without noise: they are deleted first, so a strategy cannot
+    read them (nor can the last noisy ``grad`` mix into a strategy's own backward pass).
     """
+    _drop_gradients(list(model.parameters()))
     gsm.disable_hooks()
     try:
         with _quiet_backward_hooks():
@@ -196,14 +208,16 @@ def _reselected(reselect: Reselect, model: nn.Module, gsm: GradSampleModule) -> 
 
 
 def _drop_gradients(params: list[nn.Parameter]) -> None:
-    """Remove the gradients a run left on the parameters it trained.
+    """Delete every gradient Opacus or autograd left on ``params``.
 
-    Opacus leaves ``summed_grad`` -- the last step's clipped sum *before* noise, which is not
-    differentially private -- on each parameter; ``grad`` holds the last noisy update.
+    Opacus leaves ``grad_sample`` (per-example gradients) and ``summed_grad`` (the clipped sum
+    *before* noise), neither of which is differentially private; ``grad`` holds the last noisy
+    update. The next step's ``zero_grad`` re-creates Opacus's attributes as ``None``.
     """
     for p in params:
-        if hasattr(p, "summed_grad"):
-            del p.summed_grad
+        for name in ("grad_sample", "summed_grad"):
+            if hasattr(p, name):
+                delattr(p, name)
         p.grad = None
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from opacus.optimizers.optimizer import (
-    DPOptimizer,
-    _check_processed_flag,
-    _generate_noise,
-    _mark_as_processed,
-)
+from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mark_as_processed
 from torch.optim import Optimizer
+
+from fedprune.privacy.noise import NoiseSource, SecureNoise
 
 __all__ = ["MaskedDPOptimizer"]
 
@@ -25,8 +22,9 @@ class MaskedDPOptimizer(DPOptimizer):
     * ``clip_and_accumulate``: per-example gradients are zeroed on unselected coordinates
       *before* the per-example norms are taken, so each example's norm -- and its clipping --
       is over the selected coordinates only.
-    * ``add_noise``: Gaussian noise N(0, (sigma*C)^2) is drawn for, and added to, selected
-      coordinates only.
+    * ``add_noise``: Gaussian noise N(0, (sigma*C)^2) is drawn from ``noise`` (a
+      :class:`~fedprune.privacy.noise.NoiseSource`; :class:`~fedprune.privacy.noise.SecureNoise`
+      when ``None``) for, and added to, selected coordinates only.
     * ``pre_step``: SGD momentum buffers are zeroed on unselected coordinates, so momentum
       accumulated while a coordinate was selected (``select`` mode) cannot move it later.
 
@@ -38,7 +36,9 @@ class MaskedDPOptimizer(DPOptimizer):
       plain or momentum SGD leaves those parameters bit-identical; they receive no noise.
     * The DP guarantee is that of the subsampled Gaussian mechanism on the selected
       coordinates, *provided the mask does not depend on private data* (choose it from public
-      data or at random: a mask chosen from private data voids the guarantee).
+      data or at random: a mask chosen from private data voids the guarantee) and that the
+      noise is unpredictable to the adversary: a reproducible ``noise`` source gives no privacy
+      against anyone who knows its seed.
 
     Only ``torch.optim.SGD`` without weight decay is accepted: weight decay, Adam and similar
     optimizers move coordinates that received no gradient.
@@ -53,8 +53,7 @@ class MaskedDPOptimizer(DPOptimizer):
         max_grad_norm: float,
         expected_batch_size: int,
         loss_reduction: str = "mean",
-        generator: torch.Generator | None = None,
-        secure_mode: bool = False,
+        noise: NoiseSource | None = None,
     ) -> None:
         if type(optimizer) is not torch.optim.SGD:
             raise TypeError(
@@ -73,9 +72,8 @@ class MaskedDPOptimizer(DPOptimizer):
             max_grad_norm=max_grad_norm,
             expected_batch_size=expected_batch_size,
             loss_reduction=loss_reduction,
-            generator=generator,
-            secure_mode=secure_mode,
         )
+        self.noise = noise if noise is not None else SecureNoise()
         self._masks: list[torch.Tensor | None] = []
         self.set_masks(masks)
 
@@ -112,18 +110,17 @@ class MaskedDPOptimizer(DPOptimizer):
         super().clip_and_accumulate()
 
     def add_noise(self) -> None:
-        """Add N(0, (sigma*C)^2) to the selected coordinates of ``summed_grad``, into ``grad``."""
+        """Add N(0, (sigma*C)^2) from ``self.noise`` to the selected coordinates of
+        ``summed_grad``, into ``grad`` (Opacus's own generator and ``secure_mode`` are unused)."""
         std = self.noise_multiplier * self.max_grad_norm
         for p, m in zip(self.params, self._masks, strict=True):
             _check_processed_flag(p.summed_grad)
             grad = p.summed_grad.clone()
             if m is None:
-                grad += _generate_noise(std, grad, self.generator, self.secure_mode)
+                grad += self.noise.gaussian(grad, std)
             else:
                 selected = grad[m]
-                grad[m] = selected + _generate_noise(
-                    std, selected, self.generator, self.secure_mode
-                )
+                grad[m] = selected + self.noise.gaussian(selected, std)
             p.grad = grad.view_as(p)
             _mark_as_processed(p.summed_grad)
 

@@ -11,13 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opacus.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
+from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.accountant import IAccountant
 
 from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.privacy.accounting import HistoryEntry
-
-pytestmark = pytest.mark.filterwarnings("ignore:GDP accounting is experimental:UserWarning")
 
 DELTA = 1e-5
 ROUNDS: list[HistoryEntry] = [(1.0, 0.1, 30), (1.0, 0.1, 20), (1.5, 0.05, 40), (1.0, 0.1, 10)]
@@ -52,37 +50,6 @@ def test_rounds_with_restarts_equal_one_accountant(
     assert ledger.entries == accountant.history  # equal mechanisms merged as Opacus merges them
     assert ledger.steps == 100
     assert ledger.epsilon() == accountant.get_epsilon(delta=DELTA)
-
-
-def test_gdp_composes_one_mechanism_over_rounds(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(accountant="gdp", delta=DELTA)
-    for i in range(3):
-        ledger.record(noise_multiplier=1.2, sample_rate=0.1, steps=15)
-        ledger = _restarted(ledger, i % 2, tmp_path)
-    accountant = _stepped(GaussianAccountant(), [(1.2, 0.1, 45)])
-    assert ledger.epsilon() == accountant.get_epsilon(delta=DELTA)
-
-
-def test_gdp_refuses_to_compose_different_mechanisms() -> None:
-    """Opacus's GaussianAccountant reads only the last entry: it would drop earlier rounds."""
-    ledger = PrivacyLedger(accountant="gdp", delta=DELTA)
-    ledger.record(noise_multiplier=1.2, sample_rate=0.1, steps=15)
-    state = ledger.state_dict()
-    with pytest.raises(ValueError, match="gdp accountant cannot compose"):
-        ledger.record(noise_multiplier=0.8, sample_rate=0.1, steps=15)
-    assert ledger.state_dict() == state
-    plan = DPPlan(
-        noise_multiplier=0.8,
-        max_grad_norm=1.0,
-        sample_rate=0.1,
-        steps=5,
-        delta=DELTA,
-        accountant="gdp",
-    )
-    with pytest.raises(ValueError, match="gdp accountant cannot compose"):
-        ledger.ensure_within_budget(plan)
-    with pytest.raises(ValueError, match="gdp accountant cannot compose"):
-        PrivacyLedger(accountant="gdp", delta=DELTA, history=[(1.0, 0.1, 3), (2.0, 0.1, 3)])
 
 
 mechanisms = st.tuples(

@@ -17,6 +17,7 @@ from scipy.stats import chi2
 from torch import nn
 
 from fedprune.masks import ParameterMask
+from fedprune.privacy.noise import ReproducibleNoise, SecureNoise
 from fedprune.training.masked_optimizer import MaskedDPOptimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -50,7 +51,7 @@ def _dp_step(
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=expected_batch_size,
-            generator=torch.Generator().manual_seed(seed),
+            noise=ReproducibleNoise(seed),
         )
         for p, buf in zip(model.parameters(), momentum_buffers or [], strict=False):
             optimizer.state[p]["momentum_buffer"] = buf.clone()
@@ -201,7 +202,7 @@ def test_noise_has_std_sigma_c_over_b_on_selected_and_is_zero_elsewhere() -> Non
             noise_multiplier=sigma,
             max_grad_norm=clip,
             expected_batch_size=batch,
-            generator=torch.Generator().manual_seed(9),
+            noise=ReproducibleNoise(9),
         )
         samples = []
         for _ in range(8):
@@ -337,3 +338,49 @@ def test_set_masks_keeps_its_own_copy(conv_net) -> None:
         gsm._close()
     for p, old in zip(model.parameters(), before, strict=True):
         assert torch.equal(p.detach(), old)
+
+
+# ---- the noise source ----------------------------------------------------------------------------
+
+
+class _ConstantNoise(ReproducibleNoise):
+    """ "Noise" equal to ``std`` everywhere: shows exactly where ``add_noise`` puts its draws."""
+
+    def gaussian(self, like: torch.Tensor, std: float) -> torch.Tensor:
+        return torch.full_like(like, std)
+
+
+def test_add_noise_uses_the_noise_source_on_selected_coordinates_only(
+    conv_net, random_mask
+) -> None:
+    model = conv_net()
+    mask = random_mask(model, 0.5, seed=2)
+    sigma, clip, batch = 1.5, 0.4, 4
+    gsm = GradSampleModule(model)
+    try:
+        optimizer = MaskedDPOptimizer(
+            _sgd(model),
+            masks=_masks(mask, model),
+            noise_multiplier=sigma,
+            max_grad_norm=clip,
+            expected_batch_size=batch,
+            noise=_ConstantNoise(0),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        (gsm(_batch(batch, seed=0)[0]) * 0.0).sum().backward()  # every gradient is zero
+        optimizer.step()
+    finally:
+        gsm._close()
+    for name, p in model.named_parameters():
+        sel = mask[name]
+        assert torch.equal(p.grad[sel], torch.full_like(p.grad[sel], sigma * clip / batch))
+        assert bool((p.grad[~sel] == 0).all())
+
+
+def test_default_noise_source_is_secure(conv_net) -> None:
+    model = conv_net()
+    nones = [None] * len(list(model.parameters()))
+    optimizer = MaskedDPOptimizer(
+        _sgd(model), masks=nones, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4
+    )
+    assert isinstance(optimizer.noise, SecureNoise)

@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 from fedprune.data.splits import PublicDataset
 from fedprune.masks import MaskError, ParameterMask, select_mask
 from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
+from fedprune.privacy.noise import ReproducibleNoise, SecureNoise
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.masked_optimizer import MaskedDPOptimizer
 
@@ -74,7 +75,13 @@ def test_freeze_mode_moves_exactly_the_selected_coordinates(
     mask = _freeze_mask(model, random_mask)
     before = _snapshot(model)
     result = train_dp_sgd(
-        model, make_data(), plan=_plan(), lr=0.1, momentum=momentum, mask=mask, seed=3
+        model,
+        make_data(),
+        plan=_plan(),
+        lr=0.1,
+        momentum=momentum,
+        mask=mask,
+        noise=ReproducibleNoise(3),
     )
     _assert_only_selected_moved(before, _snapshot(model), mask)
     assert result.trained_coordinates == mask.num_selected
@@ -103,7 +110,7 @@ def test_select_mode_deselected_coordinates_stay_put_despite_momentum(
         mask=masks[0],
         reselect=reselect,
         reselect_every=3,
-        seed=5,
+        noise=ReproducibleNoise(5),
     )
     snapshots.append(_snapshot(model))
     assert len(snapshots) == len(masks) + 1  # reselected at steps 3, 6 and 9 of 12
@@ -201,7 +208,13 @@ def test_train_twice_on_one_model(conv_net, make_data, random_mask) -> None:
     for seed in (0, 1):
         before = _snapshot(model)
         train_dp_sgd(
-            model, make_data(), plan=_plan(steps=3), lr=0.1, mask=mask, ledger=ledger, seed=seed
+            model,
+            make_data(),
+            plan=_plan(steps=3),
+            lr=0.1,
+            mask=mask,
+            ledger=ledger,
+            noise=ReproducibleNoise(seed),
         )
         _assert_only_selected_moved(before, _snapshot(model), mask)
         assert not _has_opacus_state(model)
@@ -276,8 +289,111 @@ def test_empty_batches_between_non_empty_ones(conv_net, make_data, monkeypatch) 
     model = conv_net()
     ledger = PrivacyLedger(accountant="rdp", delta=1e-5)
     train_dp_sgd(
-        model, make_data(), plan=_plan(sample_rate=0.02, steps=20), lr=0.1, ledger=ledger, seed=1
+        model,
+        make_data(),
+        plan=_plan(sample_rate=0.02, steps=20),
+        lr=0.1,
+        ledger=ledger,
+        noise=ReproducibleNoise(1),
     )
     assert 0 in sizes[1:] and any(sizes), sizes
     assert ledger.steps == 20
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# ---- noise source: secure by default, reproducible on request ------------------------------------
+
+
+class _CountingNoise(ReproducibleNoise):
+    """A reproducible source that counts what ``train_dp_sgd`` asks of it."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.gaussian_calls = 0
+        self.sampling_calls = 0
+
+    def gaussian(self, like: torch.Tensor, std: float) -> torch.Tensor:
+        self.gaussian_calls += 1
+        return super().gaussian(like, std)
+
+    def sampling_generator(self) -> torch.Generator:
+        self.sampling_calls += 1
+        return super().sampling_generator()
+
+
+def test_noise_source_drives_noise_and_sampling(conv_net, make_data) -> None:
+    model = conv_net()
+    noise = _CountingNoise(0)
+    train_dp_sgd(model, make_data(), plan=_plan(steps=5), lr=0.1, noise=noise)
+    assert noise.sampling_calls == 1
+    assert noise.gaussian_calls == 5 * len(list(model.parameters()))  # each tensor, each step
+
+
+def test_same_reproducible_seed_gives_the_same_model(conv_net, make_data, random_mask) -> None:
+    finals = []
+    for seed in (7, 7, 8):
+        model = conv_net()
+        mask = random_mask(model, 0.5, seed=1)
+        train_dp_sgd(
+            model,
+            make_data(),
+            plan=_plan(steps=4),
+            lr=0.1,
+            mask=mask,
+            noise=ReproducibleNoise(seed),
+        )
+        finals.append(_snapshot(model))
+    assert all(torch.equal(finals[0][n], finals[1][n]) for n in finals[0])
+    assert not all(torch.equal(finals[0][n], finals[2][n]) for n in finals[0])
+
+
+def test_default_noise_is_a_fresh_secure_source(conv_net, make_data, monkeypatch) -> None:
+    import fedprune.training.dp_sgd as dp_sgd_module
+
+    created: list[SecureNoise] = []
+
+    class Spy(SecureNoise):
+        def __init__(self) -> None:
+            super().__init__()
+            created.append(self)
+
+    monkeypatch.setattr(dp_sgd_module, "SecureNoise", Spy)
+    finals = []
+    for _ in range(2):
+        model = conv_net()
+        train_dp_sgd(model, make_data(), plan=_plan(steps=2), lr=0.1)
+        finals.append(_snapshot(model))
+    assert len(created) == 2
+    assert not any(torch.equal(finals[0][n], finals[1][n]) for n in finals[0])
+
+
+# ---- no un-noised gradient reaches a mask re-selection -------------------------------------------
+
+
+def test_reselect_sees_only_the_model_and_no_gradients(conv_net, make_data, random_mask) -> None:
+    model = conv_net()
+    masks = iter([random_mask(model, 0.4, seed=s) for s in range(1, 4)])
+    calls: list[int] = []
+
+    def reselect(*args: object, **kwargs: object) -> ParameterMask:
+        assert args == (model,) and kwargs == {}, "reselect must receive only the model"
+        for name, p in model.named_parameters():
+            assert p.grad is None, f"{name}.grad reached the re-selection"
+            assert not hasattr(p, "grad_sample"), f"{name}.grad_sample reached the re-selection"
+            assert not hasattr(p, "summed_grad"), f"{name}.summed_grad reached the re-selection"
+        assert not any(getattr(m, "activations", None) for m in model.modules())
+        calls.append(1)
+        return next(masks)
+
+    train_dp_sgd(
+        model,
+        make_data(),
+        plan=_plan(steps=7),
+        lr=0.1,
+        momentum=0.9,
+        mask=random_mask(model, 0.4, seed=0),
+        reselect=reselect,
+        reselect_every=2,
+        noise=ReproducibleNoise(0),
+    )
+    assert len(calls) == 3  # steps 2, 4 and 6
