@@ -152,6 +152,8 @@ def run_client_round(
     holder = ledger_holder(config, partition_id)
     ledger: PrivacyLedger | None = None
     try:
+        if config.secagg.enabled:
+            _check_secagg_weight(n, config)
         privacy = policy.resolve(config.privacy)
         if privacy.enabled:
             _check_delta(privacy.delta, n, partition_id)
@@ -183,7 +185,12 @@ def run_client_round(
             if ledger is not None:
                 # Steps already taken are recorded even if training failed part-way.
                 store.save(holder, ledger)
-    except (PrivacyBudgetExceededError, PolicyRefusalError, LedgerIntegrityError) as err:
+    except (
+        PrivacyBudgetExceededError,
+        PolicyRefusalError,
+        LedgerIntegrityError,
+        SecAggWeightError,
+    ) as err:
         logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
         metrics |= {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
         if ledger is not None:
@@ -200,7 +207,6 @@ def run_client_round(
     after = mask.gather(dict(model.named_parameters()))
     update = (after - before).detach().numpy().astype(np.float32)
     if config.secagg.enabled:
-        _check_secagg_weight(n, config)
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
 
@@ -212,11 +218,15 @@ def _check_delta(delta: float, n: int, partition_id: int) -> None:
         raise PolicyRefusalError(str(err)) from None
 
 
+class SecAggWeightError(ValueError):
+    """The client's record count exceeds SecAgg+'s ``max-weight`` (checked before training)."""
+
+
 def _check_secagg_weight(n: int, config: RunConfig) -> None:
-    """SecAgg+ scales by ``n / max_weight``: ``n`` above ``max_weight`` would overflow the
-    quantised range silently, so the client fails clearly instead."""
+    """SecAgg+ scales by ``n / max_weight``: ``n`` above ``max_weight`` risks overflowing the
+    quantised range and clipping, so the client refuses before spending any budget."""
     if n > config.secagg.max_weight:
-        raise ValueError(
+        raise SecAggWeightError(
             f"client holds {n} records, above secagg.max-weight={config.secagg.max_weight:g}: "
             "SecAgg+ would clip its weighted update; raise secagg.max-weight"
         )

@@ -48,6 +48,7 @@ def test_flower_legacy_api_is_imported_in_one_module_per_app() -> None:
         users = []
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(legacy):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                if module and any(module == m or module.startswith(m + ".") for m in legacy):
                     users.append(path.name)
         assert set(users) <= {"legacy.py"}, (package, users)
