@@ -1,0 +1,16 @@
+"""Suite-wide isolation: no test reads or writes the user's real ledgers under ``~/.fedprune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_fedprune_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own ``FEDPRUNE_HOME`` (default ledger directory), inherited by any
+    subprocess or Ray worker it starts."""
+    home = tmp_path / "fedprune-home"
+    monkeypatch.setenv("FEDPRUNE_HOME", str(home))
+    return home
