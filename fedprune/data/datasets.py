@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,83 @@ class _TorchvisionSpec:
     class_name: str  # attribute of ``torchvision.datasets``, resolved at load time
     num_classes: int
     layout: Callable[[Any, Path], _Layout]
+    install_hint: str = ""
+    """How to install the files when none are found (empty: no system package)."""
+
+
+SYSTEM_DATASET_DIRS: dict[str, tuple[Path, ...]] = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
+}
+"""Folders a system package installs a dataset's (gzipped idx) files into, searched last."""
+
+
+_IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file of unsigned bytes (MNIST format), gzipped (``.gz``) or not.
+
+    Raises
+    ------
+    ValueError
+        Not an unsigned-byte idx file, or truncated (the message names the file).
+    """
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path}: cannot read it as an idx file ({err})") from err
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes (bad magic {raw[:4]!r})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated idx header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims)) if dims else 0
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: idx header says {dims} = {expected} bytes, the file holds {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _idx_folder(spec: _TorchvisionSpec, data_dir: Path | None) -> tuple[Path | None, list[Path]]:
+    """The first folder holding all four idx files (``.gz`` or not), and every folder searched:
+    ``<data_dir>/<ClassName>/raw/`` (torchvision's layout), ``<data_dir>/`` (flat), then the
+    system folders."""
+    searched = [*([data_dir / spec.class_name / "raw", data_dir] if data_dir else [])]
+    searched += list(SYSTEM_DATASET_DIRS.get(spec.name, ()))
+    names = [n for pair in _IDX_NAMES.values() for n in pair]
+    for folder in searched:
+        if all(_idx_file(folder, n) is not None for n in names):
+            return folder, searched
+    return None, searched
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_idx_split(spec: _TorchvisionSpec, folder: Path, split: str) -> TensorDataset:
+    images_name, labels_name = _IDX_NAMES[split]
+    images = read_idx(_idx_file(folder, images_name))  # type: ignore[arg-type]
+    labels = read_idx(_idx_file(folder, labels_name))  # type: ignore[arg-type]
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{folder}: {split} images {images.shape} and labels {labels.shape} do not match"
+        )
+    return TensorDataset(
+        _to_images(images.copy()),
+        _to_labels(
+            torch.from_numpy(labels.astype(np.int64)), spec.num_classes, f"{spec.name} {split}"
+        ),
+    )
 
 
 def _to_images(data: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -188,16 +267,36 @@ def _torchvision_loader(spec: _TorchvisionSpec) -> Loader:
     """A loader for ``spec`` (``seed`` is unused: torchvision's train/test split is fixed)."""
 
     def load(data_dir: Path | None, download: bool, seed: int) -> DatasetBundle:
-        if data_dir is None:
+        folder: Path | None = None
+        searched: list[Path] = []
+        if spec.layout is _idx_layout:
+            folder, searched = _idx_folder(spec, data_dir)
+        if folder is not None:
+            train = _load_idx_split(spec, folder, "train")
+            test = _load_idx_split(spec, folder, "test")
+        elif data_dir is None:
+            hint = f" {spec.install_hint}" if spec.install_hint else ""
             raise ValueError(
                 f"dataset {spec.name!r} needs data_dir (the root holding torchvision's files)"
+                + (f"; none found in {[str(p) for p in searched]}." if hint else ".")
+                + hint
             )
-        train = _load_split(spec, data_dir, train=True, download=download)
-        test = _load_split(spec, data_dir, train=False, download=download)
+        else:
+            try:
+                train = _load_split(spec, data_dir, train=True, download=download)
+                test = _load_split(spec, data_dir, train=False, download=download)
+            except FileNotFoundError as err:
+                if not spec.install_hint:
+                    raise
+                raise FileNotFoundError(
+                    f"{err} Also searched (gzipped idx files accepted): "
+                    f"{[str(p) for p in searched]}. {spec.install_hint}"
+                ) from err
+            folder = data_dir
         logger.info(
             "loaded %s from %s: %d train, %d test, input shape %s",
             spec.name,
-            data_dir,
+            folder,
             len(train),
             len(test),
             tuple(train.tensors[0].shape[1:]),
@@ -210,7 +309,14 @@ def _torchvision_loader(spec: _TorchvisionSpec) -> Loader:
 
 for _spec in (
     _TorchvisionSpec("mnist", "MNIST", 10, _idx_layout),
-    _TorchvisionSpec("fashion-mnist", "FashionMNIST", 10, _idx_layout),
+    _TorchvisionSpec(
+        "fashion-mnist",
+        "FashionMNIST",
+        10,
+        _idx_layout,
+        install_hint="On Debian: sudo apt-get install dataset-fashion-mnist (installs the "
+        "gzipped idx files in /usr/share/datasets/fashion-mnist/, found automatically).",
+    ),
     _TorchvisionSpec("cifar10", "CIFAR10", 10, _cifar_layout),
     _TorchvisionSpec("cifar100", "CIFAR100", 100, _cifar_layout),
 ):
@@ -237,9 +343,12 @@ def load_dataset(
     name:
         One of :func:`available_datasets`.
     data_dir:
-        Root directory holding torchvision's on-disk files (ignored for ``digits``): MNIST in
-        ``<data_dir>/MNIST/raw/``, Fashion-MNIST in ``<data_dir>/FashionMNIST/raw/`` (uncompressed
-        idx files), CIFAR-10 in ``<data_dir>/cifar-10-batches-py/`` and CIFAR-100 in
+        Root directory holding torchvision's on-disk files (ignored for ``digits``): MNIST and
+        Fashion-MNIST as idx files, gzipped or not, in ``<data_dir>/MNIST/raw/`` /
+        ``<data_dir>/FashionMNIST/raw/`` or directly in ``<data_dir>/``; Fashion-MNIST is also
+        found in Debian's ``/usr/share/datasets/fashion-mnist/`` (``apt-get install
+        dataset-fashion-mnist``), even without ``data_dir``. CIFAR-10 in
+        ``<data_dir>/cifar-10-batches-py/`` and CIFAR-100 in
         ``<data_dir>/cifar-100-python/`` (python pickle batches).
     download:
         Let torchvision download missing files. Off by default: nothing is fetched unless asked.

@@ -20,9 +20,16 @@ import pytest
 import torch
 import torchvision.datasets
 
+import fedprune.data.datasets as datasets_module
 from fedprune.data import DatasetBundle, available_datasets, load_dataset, register_dataset
 
 SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def _no_system_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests write their own files; a system-wide install must not be found instead."""
+    monkeypatch.setattr(datasets_module, "SYSTEM_DATASET_DIRS", {})
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
