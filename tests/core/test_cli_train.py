@@ -9,18 +9,17 @@ from fedprune import __version__
 from fedprune.cli import main
 
 REQUIRED = [
+    "kind",
     "test_accuracy",
+    "test_loss",
     "epsilon",
-    "delta",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "accountant",
     "trained_coordinates",
     "total_coordinates",
     "public_only_test_accuracy",
+    "holders",
     "config",
 ]
+HOLDER = ["num_examples", "noise_multiplier", "sample_rate", "steps", "epsilon", "delta"]
 QUICK = ["--epochs", "1", "--public-warmup-epochs", "1", "--quiet"]
 
 
@@ -33,21 +32,56 @@ def test_train_writes_summary_with_every_setting(tmp_path: Path) -> None:
     summary = _train(tmp_path / "a", "--epsilon", "2", "--density", "0.05", "--strategy", "random")
     for key in REQUIRED:
         assert key in summary, key
-    assert summary["epsilon"] <= 2.0
-    assert summary["delta"] == 1e-5 and summary["accountant"] == "rdp"
+    assert summary["kind"] == "centralised"
+    holder = summary["holders"]["0"]
+    for key in HOLDER:
+        assert holder[key] is not None, key
+    assert summary["epsilon"] == holder["epsilon"] <= 2.0
+    assert holder["delta"] == 1e-5 and holder["accountant"] == "rdp"
+    assert holder["noise"] == "secure"
     assert summary["trained_coordinates"] == round(0.05 * summary["total_coordinates"])
     config = summary["config"]
     assert config["mask.strategy"] == "random" and config["privacy.target-epsilon"] == 2.0
     assert config["optim.epochs"] == 1 and config["seed"] == 0
 
 
-def test_same_seed_same_result_other_seed_differs(tmp_path: Path) -> None:
+def test_reproducible_noise_same_seed_same_result_other_seed_differs(tmp_path: Path) -> None:
+    first = _train(tmp_path / "a", "--seed", "3", "--reproducible-noise")
+    again = _train(tmp_path / "b", "--seed", "3", "--reproducible-noise")
+    other = _train(tmp_path / "c", "--seed", "4", "--reproducible-noise")
+    assert first["holders"]["0"]["noise"] == "reproducible"
+    assert (first["test_accuracy"], first["test_loss"]) == (
+        again["test_accuracy"],
+        again["test_loss"],
+    )
+    assert first["holders"]["0"] == again["holders"]["0"]
+    assert first["test_loss"] != other["test_loss"]
+
+
+def test_by_default_the_noise_does_not_follow_the_seed(tmp_path: Path) -> None:
     first = _train(tmp_path / "a", "--seed", "3")
     again = _train(tmp_path / "b", "--seed", "3")
-    other = _train(tmp_path / "c", "--seed", "4")
-    keys = ["test_accuracy", "test_loss", "noise_multiplier", "steps"]
-    assert [first[k] for k in keys] == [again[k] for k in keys]
-    assert first["test_loss"] != other["test_loss"]
+    assert first["public_only_test_accuracy"] == again["public_only_test_accuracy"]
+    assert first["test_loss"] != again["test_loss"]
+
+
+def test_ledger_dir_composes_runs_and_enforces_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledgers = str(tmp_path / "ledgers")
+    first = _train(tmp_path / "a", "--epsilon", "1", "--ledger-dir", ledgers)
+    second = _train(tmp_path / "b", "--epsilon", "1", "--ledger-dir", ledgers)
+    assert second["epsilon"] > first["epsilon"] + 0.1  # composed with the first run
+    assert second["holders"]["0"]["steps"] == 2 * first["holders"]["0"]["steps"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                *("train", "--dataset", "digits", "--out", str(tmp_path / "c"), *QUICK),
+                *("--epsilon", "1", "--max-epsilon", "1.2", "--ledger-dir", ledgers),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "refusing to train" in capsys.readouterr().err
 
 
 def test_non_private_run_claims_no_epsilon(tmp_path: Path) -> None:
@@ -71,7 +105,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     ("args", "message"),
     [
         (["--density", "0"], "mask.density"),
-        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--dataset", "imagenet"], "data.dataset: expected one of"),
         (["--dataset", "mnist", "--data-dir", "nowhere"], "pass --download"),
         (["--strategy", "largest"], "largest"),
     ],
