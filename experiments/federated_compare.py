@@ -48,7 +48,6 @@ from sweep import Group, aggregate, load_overrides, parse_assignment
 
 from fedprune.config import RunConfig
 from fedprune.io import atomic_write, read_json, write_csv, write_json
-from server.simulation import app_defaults
 
 __all__ = [
     "CompareSpec",
@@ -168,7 +167,7 @@ class CompareSpec:
         a new config key added to the app (with a default) does not rename finished runs;
         :func:`completed_summary` checks the recorded config against the resolved one.
         """
-        defaults = app_defaults()
+        defaults = default_table()
         runs = []
         for setting in self.settings:
             for point in self.points():
@@ -217,6 +216,11 @@ def completed_summary(run: PlannedRun) -> dict[str, Any] | None:
 
 Launcher = Callable[[PlannedRun, float], None]
 """Runs one planned run to completion (writing its ``summary.json``) or raises."""
+
+
+def default_table() -> dict[str, Any]:
+    """The flat defaults runs are resolved against (``RunConfig()``, the one default table)."""
+    return RunConfig().to_flat()
 
 
 def launch_subprocess(run: PlannedRun, timeout_s: float) -> None:
@@ -270,11 +274,16 @@ def _end_group(pgid: int) -> None:
 
 def _run_one(run_dir: Path) -> int:
     """Child process: the run whose overrides are in ``run_dir/overrides.json``."""
-    from server.simulation import run_federated
+    from server.simulation import run_federated, simulated_node_policy
 
     overrides = read_json(run_dir / "overrides.json")
-    summary = run_federated(overrides, progress=False)
-    logger.info("test accuracy %.4f", summary["test_accuracy"])
+    # Each comparison run is an independent experiment: its simulated nodes get a ledger
+    # directory of their own, so runs neither share nor exhaust one another's budgets.
+    policy = simulated_node_policy(
+        RunConfig().replace(**overrides), ledger_dir=str(run_dir / "ledgers")
+    )
+    summary = run_federated(overrides, policy=policy, progress=False)
+    logger.info("test accuracy %.4f", summary.test_accuracy)
     return 0
 
 
@@ -326,7 +335,7 @@ def summary_row(run: PlannedRun, summary: Mapping[str, Any]) -> dict[str, Any]:
     launcher's wall clock (process start to exit, Ray start included) when it was recorded.
     """
     flat = run.config.to_flat()
-    clients = list(summary.get("clients", {}).values())
+    clients = list(summary.get("holders", {}).values())
     epsilons = [c["epsilon"] for c in clients if c.get("epsilon") is not None]
     sigmas = [c["noise_multiplier"] for c in clients if c.get("noise_multiplier") is not None]
     launcher = run.out_dir / "launcher.json"
@@ -340,7 +349,12 @@ def summary_row(run: PlannedRun, summary: Mapping[str, Any]) -> dict[str, Any]:
         "public_only_test_accuracy": summary["public_only_test_accuracy"],
         "gain": summary["test_accuracy"] - summary["public_only_test_accuracy"],
         "test_loss": next(
-            (r["test_loss"] for r in reversed(summary.get("rounds", [])) if "test_loss" in r), None
+            (
+                r["test_loss"]
+                for r in reversed(summary.get("rounds", []))
+                if r.get("test_loss") is not None
+            ),
+            None,
         ),
         "epsilon": max(epsilons) if epsilons else None,
         "noise_multiplier": statistics.fmean(sigmas) if sigmas else None,

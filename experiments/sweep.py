@@ -282,7 +282,12 @@ def _row(run: _Run, summary: Mapping[str, Any]) -> dict[str, Any]:
         "eval_set": "validation" if run.phase == "tune" else "test",
         **run.varied,
     }
-    row.update({k: summary.get(k) for k in METRICS})
+    holder = summary["holders"]["0"]
+    derived = {
+        "noise_multiplier": holder["noise_multiplier"],
+        "trained_density": summary["trained_coordinates"] / summary["total_coordinates"],
+    }
+    row.update({k: derived[k] if k in derived else summary.get(k) for k in METRICS})
     return dict(to_jsonable(row))
 
 
@@ -373,7 +378,7 @@ def _execute(
         run = _make_run(spec, phase, {**varied, "seed": seed}, out)
         row = results.find(run)
         if row is None:
-            row = _row(run, run_centralised(run.config, progress=False))
+            row = _row(run, run_centralised(run.config, progress=False).to_dict())
             results.add(run, row)
         rows.append(row)
         bar.set_postfix(phase=phase, acc=f"{row['test_accuracy']:.3f}")

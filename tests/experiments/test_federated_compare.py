@@ -62,7 +62,7 @@ def _fake_summary(run: Any, *, rounds: int | None = None) -> dict[str, Any]:
         "rounds": [
             {"round": t + 1, "test_accuracy": a, "test_loss": 1 - a} for t, a in enumerate(curve)
         ],
-        "clients": {
+        "holders": {
             "0": {"epsilon": 3.9, "noise_multiplier": 1.1},
             "1": {"epsilon": 3.95, "noise_multiplier": 1.1},
         },
@@ -172,8 +172,8 @@ def test_run_dirs_survive_new_app_defaults(
 ) -> None:
     spec = _spec(fc)
     before = [r.run_id for r in spec.plan(tmp_path)]
-    defaults = fc.app_defaults()
-    monkeypatch.setattr(fc, "app_defaults", lambda: {**defaults, "optim.momentum": 0.0})
+    defaults = fc.default_table()
+    monkeypatch.setattr(fc, "default_table", lambda: {**defaults, "optim.momentum": 0.0})
     assert [r.run_id for r in spec.plan(tmp_path)] == before
 
 
