@@ -31,11 +31,21 @@ logger = logging.getLogger(__name__)
 class MaskedDPClient(NumPyClient):
     """A NumPyClient (the reply shape SecAgg+ needs) for one node's partition."""
 
-    def __init__(self, context: Context) -> None:
-        self.config = RunConfig.from_flat(dict(context.run_config))
-        self.policy = PrivacyPolicy.from_node_config(context.node_config)
-        self.partition_id = int(context.node_config["partition-id"])
-        self.num_partitions = int(context.node_config["num-partitions"])
+    def __init__(
+        self,
+        context: Context,
+        *,
+        run_config: Mapping[str, Any] | None = None,
+        node_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        # An in-process launcher's settings: its run config over ``context.run_config``; its
+        # node settings under the node's own (a node's own config wins).
+        run = {**dict(context.run_config), **dict(run_config or {})}
+        node = {**dict(node_config or {}), **dict(context.node_config)}
+        self.config = RunConfig.from_flat(run)
+        self.policy = PrivacyPolicy.from_node_config(node)
+        self.partition_id = int(node["partition-id"])
+        self.num_partitions = int(node["num-partitions"])
 
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -59,6 +69,13 @@ def client_fn(context: Context) -> Any:
     return MaskedDPClient(context).to_client()
 
 
+def _launcher_client_fn(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> Any:
+    def launcher_client_fn(context: Context) -> Any:
+        return MaskedDPClient(context, run_config=run_config, node_config=node_config).to_client()
+
+    return launcher_client_fn
+
+
 def optional_secaggplus_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """Run ``secaggplus_mod`` for SecAgg+ rounds; pass plain rounds straight to the client.
 
@@ -77,23 +94,17 @@ def make_client_app(
 ) -> ClientApp:
     """The ClientApp; in-process launchers pass what ``flwr run`` would have put in the context.
 
-    ``run_config`` fills ``context.run_config`` (Flower's in-process ``run_simulation`` leaves it
-    empty); ``node_config`` adds the simulated nodes' own settings (their privacy policy) to
-    ``context.node_config`` -- the launcher owns its simulated nodes, as a SuperNode's operator
-    owns its ``--node-config``.
+    ``run_config`` stands in for ``context.run_config`` (Flower's in-process ``run_simulation``
+    leaves it empty); ``node_config`` adds the simulated nodes' own settings (their privacy
+    policy) under ``context.node_config`` -- the launcher owns its simulated nodes, as a
+    SuperNode's operator owns its ``--node-config``. Both go to the client directly: Flower
+    refuses a context whose ``run_config`` was modified (the node's reply would be lost).
     """
     mods = [optional_secaggplus_mod]
-    if run_config is not None or node_config is not None:
-        injected_run, injected_node = dict(run_config or {}), dict(node_config or {})
-
-        def launcher_context(msg: Message, context: Context, call_next: Any) -> Message:
-            context.run_config.update(injected_run)
-            for key, value in injected_node.items():
-                context.node_config.setdefault(key, value)
-            return call_next(msg, context)
-
-        mods.insert(0, launcher_context)
-    return ClientApp(client_fn=client_fn, mods=mods)
+    if run_config is None and node_config is None:
+        return ClientApp(client_fn=client_fn, mods=mods)
+    factory = _launcher_client_fn(dict(run_config or {}), dict(node_config or {}))
+    return ClientApp(client_fn=factory, mods=mods)
 
 
 app = make_client_app()

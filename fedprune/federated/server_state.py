@@ -193,17 +193,23 @@ class FederatedServer:
         return result.loss, result.accuracy
 
     def _well_formed(self, server_round: int, reply: ClientReply) -> bool:
-        """Whether ``reply``'s update has one finite value per selected coordinate and a
-        non-negative weight; a malformed reply is dropped (logged), the round goes on."""
+        """Whether ``reply`` has a non-negative weight and one value per selected coordinate,
+        all finite if its weight is positive; a malformed reply is dropped (logged), the round
+        goes on.
+
+        A zero-weight (refusing) reply's values are never used. Under SecAgg+ every reply
+        carries the shared average, which is NaN/inf when every client refused (total weight
+        0): those replies are refusals to record, not malformed ones.
+        """
         assert self.mask is not None
         update = np.asarray(reply.update)
         problem = ""
-        if update.size != self.mask.num_selected:
-            problem = f"{update.size} values, expected {self.mask.num_selected}"
-        elif not np.isfinite(update).all():
-            problem = "non-finite values"
-        elif reply.num_examples < 0:
+        if reply.num_examples < 0:
             problem = f"negative weight {reply.num_examples}"
+        elif update.size != self.mask.num_selected:
+            problem = f"{update.size} values, expected {self.mask.num_selected}"
+        elif reply.num_examples > 0 and not np.isfinite(update).all():
+            problem = "non-finite values"
         if problem:
             logger.warning(
                 "round %d: dropping client %s's update (%s)",
@@ -245,6 +251,10 @@ class FederatedServer:
         return pid
 
     def _mean_update(self, replies: list[ClientReply], weights: np.ndarray) -> np.ndarray:
+        # Only weighted replies: a zero-weight reply's values (unchecked) never enter the mean.
+        used = weights > 0
+        replies = [r for r, u in zip(replies, used, strict=True) if u]
+        weights = weights[used]
         vectors = [np.asarray(r.update).reshape(-1) for r in replies]
         if self.secure:
             # SecAgg+ put the same weighted average into every reply.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,40 +13,49 @@ from torch import nn
 
 from fedprune.config import RunConfig
 from fedprune.data import PublicPrivateSplit
-from fedprune.federated import (
+from fedprune.federated import ClientRoundResult, model_to_arrays, run_client_round
+from fedprune.federated.client_round import client_partition, ledger_holder
+from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
     METRIC_REFUSED,
     METRIC_ROUND_STEPS,
     METRIC_SAMPLE_RATE,
     METRIC_STEPS,
-    ClientRoundResult,
-    model_to_arrays,
-    run_client_round,
 )
-from fedprune.federated.client_round import client_partition, new_ledger
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import pick_mask, steps_for
+from fedprune.pipeline import pick_mask
 from fedprune.privacy import PrivacyLedger
+from fedprune.privacy.ledger_store import LedgerStore
+from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.training import train_sgd
+from fedprune.training.recipe import steps_for
 
 
 @pytest.fixture
 def mask(
     small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
 ) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=1)
+    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LedgerStore:
+    """The node's ledger store (one directory per test)."""
+    return LedgerStore(tmp_path / "ledgers")
 
 
 def _round(
     config: RunConfig,
     model: nn.Module,
     mask: ParameterMask,
-    ledger: PrivacyLedger,
+    store: LedgerStore,
     *,
+    policy: PrivacyPolicy | None = None,
     server_round: int = 1,
     partition_id: int = 0,
 ) -> ClientRoundResult:
@@ -55,8 +65,18 @@ def _round(
         num_partitions=config.federated.num_clients,
         global_arrays=model_to_arrays(model),
         mask=mask,
-        ledger=ledger,
         server_round=server_round,
+        policy=policy if policy is not None else PrivacyPolicy(),
+        store=store,
+    )
+
+
+def _ledger(store: LedgerStore, config: RunConfig, partition_id: int = 0) -> PrivacyLedger:
+    """The client's ledger as persisted in ``store``."""
+    return store.open(
+        ledger_holder(config, partition_id),
+        accountant=config.privacy.accountant,
+        delta=config.privacy.delta,
     )
 
 
@@ -66,11 +86,15 @@ def _rdp_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
     return float(accountant.get_epsilon(delta=delta))
 
 
+REPRODUCIBLE = PrivacyPolicy(reproducible_noise=True)
+NON_PRIVATE_OK = PrivacyPolicy(allow_non_private=True)
+
+
 def test_update_covers_exactly_the_selected_coordinates(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
     before = model_to_arrays(fresh_model)
-    result = _round(small_config, fresh_model, mask, new_ledger(small_config))
+    result = _round(small_config, fresh_model, mask, store)
 
     assert result.update.shape == (mask.num_selected,)
     assert result.update.dtype == np.float32
@@ -87,31 +111,37 @@ def test_update_covers_exactly_the_selected_coordinates(
         np.testing.assert_array_equal(a, b)
 
 
-def test_round_is_deterministic_given_the_config(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+def test_round_is_deterministic_given_the_config_with_reproducible_noise(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, tmp_path: Path
 ) -> None:
-    a = _round(small_config, fresh_model, mask, new_ledger(small_config))
-    b = _round(small_config, fresh_model, mask, new_ledger(small_config))
+    # the node's research opt-in; each round on a fresh ledger so that budgets play no part
+    def run(name: str, server_round: int = 1) -> ClientRoundResult:
+        store = LedgerStore(tmp_path / name)
+        return _round(
+            small_config, fresh_model, mask, store, policy=REPRODUCIBLE, server_round=server_round
+        )
+
+    a, b = run("a"), run("b")
+    assert a.metrics[METRIC_NOISE] == "reproducible"
     np.testing.assert_array_equal(a.update, b.update)
-    c = _round(small_config, fresh_model, mask, new_ledger(small_config), server_round=2)
+    c = run("c", server_round=2)
     assert not np.array_equal(a.update, c.update)  # fresh noise and batches each round
 
 
-def test_secure_noise_is_not_reproducible_from_the_config(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+def test_secure_noise_is_the_default_and_not_reproducible_from_the_config(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, tmp_path: Path
 ) -> None:
     # The server knows the config (seed included); with secure noise it cannot replay a round.
-    secure = small_config.replace(**{"privacy.secure-noise": True})
-    a = _round(secure, fresh_model, mask, new_ledger(secure))
-    b = _round(secure, fresh_model, mask, new_ledger(secure))
+    a = _round(small_config, fresh_model, mask, LedgerStore(tmp_path / "a"))
+    b = _round(small_config, fresh_model, mask, LedgerStore(tmp_path / "b"))
+    assert a.metrics[METRIC_NOISE] == b.metrics[METRIC_NOISE] == "secure"
     assert not np.array_equal(a.update, b.update)
     assert a.metrics[METRIC_EPSILON] == b.metrics[METRIC_EPSILON]  # same mechanism, same cost
 
 
 def test_ledger_composes_across_rounds_like_one_accountant(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
-    ledger = new_ledger(small_config)
     n = len(client_partition(small_config.data, seed=0, partition_id=1, num_partitions=3))
     q, round_steps = steps_for(
         num_examples=n,
@@ -123,8 +153,9 @@ def test_ledger_composes_across_rounds_like_one_accountant(
     sigmas = set()
     for server_round in range(1, rounds + 1):
         result = _round(
-            small_config, fresh_model, mask, ledger, server_round=server_round, partition_id=1
+            small_config, fresh_model, mask, store, server_round=server_round, partition_id=1
         )
+        ledger = _ledger(store, small_config, partition_id=1)  # as persisted on the node
         sigma = float(result.metrics[METRIC_NOISE_MULTIPLIER])
         sigmas.add(sigma)
         steps = server_round * round_steps
@@ -144,12 +175,11 @@ def test_ledger_composes_across_rounds_like_one_accountant(
 
 
 def test_client_refuses_before_any_step_when_over_budget(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
     config = small_config.replace(**{"privacy.max-epsilon": 0.5})
-    ledger = new_ledger(config)
 
-    result = _round(config, fresh_model, mask, ledger)
+    result = _round(config, fresh_model, mask, store)
 
     assert result.num_examples == 0
     np.testing.assert_array_equal(result.update, np.zeros(mask.num_selected, np.float32))
@@ -157,46 +187,47 @@ def test_client_refuses_before_any_step_when_over_budget(
     assert result.metrics[METRIC_ROUND_STEPS] == 0
     assert result.metrics[METRIC_STEPS] == 0
     assert result.metrics[METRIC_EPSILON] == 0.0
-    assert ledger.entries == []
+    assert _ledger(store, config).entries == []
 
 
 def test_refusal_after_training_leaves_the_ledger_unchanged(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
-    ledger = new_ledger(small_config)
-    first = _round(small_config, fresh_model, mask, ledger)
-    eps_one_round = ledger.epsilon()
+    first = _round(small_config, fresh_model, mask, store)
+    eps_one_round = _ledger(store, small_config).epsilon()
     # a budget between one round's and two rounds' spend: round 2 must be refused
     budget = (eps_one_round + small_config.privacy.target_epsilon) / 2
     tight = small_config.replace(**{"privacy.max-epsilon": budget})
-    ledger.max_epsilon = budget
-    entries = ledger.entries
+    entries = _ledger(store, small_config).entries
 
-    second = _round(tight, fresh_model, mask, ledger, server_round=2)
+    second = _round(tight, fresh_model, mask, store, server_round=2)
 
     assert first.num_examples > 0 and first.metrics[METRIC_REFUSED] == ""
     assert second.num_examples == 0
-    assert second.metrics[METRIC_REFUSED] != ""
+    assert "max_epsilon" in str(second.metrics[METRIC_REFUSED])
     assert not second.update.any()
-    assert ledger.entries == entries
+    after = _ledger(store, small_config)
+    assert after.entries == entries
+    assert after.max_epsilon == pytest.approx(budget)  # a tighter budget is kept, never loosened
     assert second.metrics[METRIC_EPSILON] == eps_one_round
     assert second.metrics[METRIC_STEPS] == first.metrics[METRIC_STEPS]
 
 
 def test_non_private_round_claims_no_epsilon(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
     config = small_config.replace(**{"privacy.enabled": False})
-    ledger = new_ledger(config)
-    result = _round(config, fresh_model, mask, ledger)
+    result = _round(config, fresh_model, mask, store, policy=NON_PRIVATE_OK)
+    assert result.metrics[METRIC_REFUSED] == ""
     assert result.update.shape == (mask.num_selected,)
     assert np.count_nonzero(result.update) > 0
     assert METRIC_EPSILON not in result.metrics
-    assert ledger.entries == []
+    # no ledger was opened or written for a round that claims nothing
+    assert not store.path_of(ledger_holder(config, 0)).exists()
 
 
 def test_non_private_round_trains_only_the_selected_coordinates(
-    small_config: RunConfig, fresh_model: nn.Module
+    small_config: RunConfig, fresh_model: nn.Module, store: LedgerStore
 ) -> None:
     # full-batch SGD (order-free) for 3 epochs; only the output layer is selected
     config = small_config.replace(
@@ -222,18 +253,18 @@ def test_non_private_round_trains_only_the_selected_coordinates(
     masked = local_sgd({n for n in before if n not in last})
     dense = local_sgd(set())
 
-    result = _round(config, fresh_model, mask, new_ledger(config))
+    result = _round(config, fresh_model, mask, store, policy=NON_PRIVATE_OK)
 
     np.testing.assert_allclose(result.update, masked, atol=1e-6)
     assert not np.allclose(result.update, dense, atol=1e-4)
 
 
 def test_global_arrays_of_another_model_are_rejected(
-    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
 ) -> None:
     other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(ValueError, match="arrays for the model"):
-        _round(small_config, other, mask, new_ledger(small_config))
+        _round(small_config, other, mask, store)
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
@@ -263,7 +294,7 @@ def test_partition_id_out_of_range(small_config: RunConfig) -> None:
         client_partition(small_config.data, seed=0, partition_id=3, num_partitions=3)
 
 
-def test_secagg_clipping_is_counted_from_the_scaled_update(small_config) -> None:
+def test_secagg_clipping_is_counted_from_the_scaled_update(small_config: RunConfig) -> None:
     from fedprune.federated.client_round import secagg_clipped
 
     config = small_config.replace(**{"secagg.max-weight": 100.0, "secagg.clipping-range": 1.0})
@@ -271,3 +302,23 @@ def test_secagg_clipping_is_counted_from_the_scaled_update(small_config) -> None
     # scaled by 300/100 = 3: |1.5|, |-1.5| exceed 1.0; 0.6 and 0 do not.
     assert secagg_clipped(update, num_examples=300, config=config) == 2
     assert secagg_clipped(update, num_examples=100, config=config) == 0
+
+
+def test_client_above_secagg_max_weight_refuses_before_spending(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, store: LedgerStore
+) -> None:
+    n = len(client_partition(small_config.data, seed=0, partition_id=0, num_partitions=3))
+    config = small_config.replace(**{"secagg.max-weight": float(n - 1)})
+
+    result = _round(config, fresh_model, mask, store)
+
+    assert result.num_examples == 0
+    assert not result.update.any()
+    assert "secagg.max-weight" in str(result.metrics[METRIC_REFUSED])
+    assert result.metrics[METRIC_ROUND_STEPS] == 0
+    assert not store.path_of(ledger_holder(config, 0)).exists()  # no budget touched
+    # at exactly max-weight records the client trains
+    exact = _round(
+        small_config.replace(**{"secagg.max-weight": float(n)}), fresh_model, mask, store
+    )
+    assert exact.metrics[METRIC_REFUSED] == "" and exact.num_examples == n

@@ -2,10 +2,12 @@
 
 Two runs of one small config (digits, 3 clients, 2 rounds, freeze mode) that differ only in
 ``secagg.enabled``. ``privacy.max-epsilon`` sits between one and two rounds' spend, so every
-client trains in round 1 and refuses round 2 (which it can only do if its ledger survived in the
-node state): the final model of each run is its round-1 model, and the pair compares SecAgg+
-with plain averaging of identical client updates (same seeds). Each run is a subprocess with its
-own Ray temp dir, so the Ray daemons it starts can be told apart from anyone else's.
+client trains in round 1 and refuses round 2 (which it can only do if its ledger survived between
+rounds): the final model of each run is its round-1 model, and the pair compares SecAgg+ with
+plain averaging of identical client updates (the simulated nodes opt into reproducible noise;
+each run has its own node ledger directory). A third pair of runs stops after round 1 and resumes
+for round 2 on the same node ledgers. Each run is a subprocess with its own Ray temp dir, so the
+Ray daemons it starts can be told apart from anyone else's.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import torch
 from opacus.accountants import RDPAccountant
 
 from fedprune.config import RunConfig
-from fedprune.federated.client_round import client_partition
+from fedprune.federated.client_round import client_partition, ledger_holder
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import make_plan, steps_for
-from server.simulation import app_defaults
+from fedprune.privacy.ledger_store import LedgerStore
+from fedprune.training.recipe import round_plan, steps_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,23 +52,25 @@ BASE = {
     "privacy.accountant": "rdp",
 }
 
-# Runs in a fresh interpreter: run_federated, then report whether Ray is still up and which
-# processes of this run's Ray temp dir (RAY_TMPDIR, from the environment) are still alive.
+# Runs in a fresh interpreter: run_federated (the simulated nodes' policy: their own ledger
+# directory, reproducible noise), then report whether Ray is still up and which processes of
+# this run's Ray temp dir (RAY_TMPDIR, from the environment) are still alive.
 CHILD = """
 import json, os, subprocess, sys, time
 import ray, torch
 from fedprune.config import RunConfig
 from fedprune.pipeline import build_model, load_split, warm_start
-from server.simulation import app_defaults, run_federated
-overrides = json.loads(sys.argv[1])
+from server.simulation import run_federated, simulated_node_policy
+overrides, ledger_dir = json.loads(sys.argv[1]), sys.argv[2]
 # The server's warm-started model, rebuilt in this process (same torch thread settings as the
 # server's, so bit-identical) for the unselected-coordinates check.
-config = RunConfig.from_flat({**app_defaults(), **overrides})
+config = RunConfig().replace(**overrides)
 split = load_split(config.data, seed=config.seed)
 initial = build_model(config, split)
 warm_start(initial, split.public, config)
 torch.save(initial.state_dict(), os.path.join(config.out_dir, "initial.pt"))
-run_federated(overrides, progress=False)
+policy = simulated_node_policy(config, ledger_dir=ledger_dir, reproducible_noise=True)
+run_federated(overrides, policy=policy, progress=False)
 tag = os.environ["RAY_TMPDIR"]
 for _ in range(20):
     alive = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True).stdout.split()
@@ -94,13 +98,24 @@ def _ray_daemons(tag: str) -> set[int]:
     return {int(line.split()[0]) for line in out.splitlines() if tag in line}
 
 
-def _launch(overrides: dict[str, Any], out_dir: Path, ray_tmp: Path) -> Run:
+def _launch(overrides: dict[str, Any], out_dir: Path, ray_tmp: Path, ledger_dir: Path) -> Run:
     ray_tmp.mkdir(parents=True)
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
+    # FEDPRUNE_HOME too: nothing may fall back to the user's real ledgers
+    env |= {
+        "RAY_TMPDIR": str(ray_tmp),
+        "PYTHONUNBUFFERED": "1",
+        "FEDPRUNE_HOME": str(ledger_dir.parent / "fedprune-home"),
+    }
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps({**overrides, "out-dir": str(out_dir)})],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            json.dumps({**overrides, "out-dir": str(out_dir)}),
+            str(ledger_dir),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -131,18 +146,19 @@ def _budget_between_one_and_two_rounds(config: RunConfig) -> float:
         q, round_steps = steps_for(
             num_examples=n, batch_size=config.optim.batch_size, epochs=config.federated.local_epochs
         )
-        plan = make_plan(
-            config.privacy, sample_rate=q, steps=round_steps * config.federated.num_rounds
+        rounds = config.federated.num_rounds
+        plan = round_plan(
+            config.privacy, sample_rate=q, round_steps=(round_steps,) * rounds, round_index=0
         )
-        after_one.append(plan.replace(steps=round_steps).epsilon())
-        after_all.append(plan.epsilon())
+        after_one.append(plan.epsilon())
+        after_all.append(plan.replace(steps=round_steps * rounds).epsilon())
     assert max(after_one) < min(after_all)
     return (max(after_one) + min(after_all)) / 2
 
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    config = RunConfig.from_flat({**app_defaults(), **BASE})
+    config = RunConfig().replace(**BASE)
     budget = _budget_between_one_and_two_rounds(config)
     overrides = {**BASE, "privacy.max-epsilon": budget}
     root = tmp_path_factory.mktemp("e2e")
@@ -151,11 +167,35 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         runs = {
             name: _launch(
-                {**overrides, "secagg.enabled": name == "secure"}, root / name, ray_tmp / name
+                {**overrides, "secagg.enabled": name == "secure"},
+                root / name / "out",
+                ray_tmp / name,
+                root / name / "ledgers",
             )
             for name in ("secure", "plain")
         }
-        yield {"config": config.replace(**{"privacy.max-epsilon": budget}), "runs": runs}
+        # Resume: round 1, stop; then the same out-dir and node ledgers with two rounds. A fixed
+        # noise multiplier keeps the mechanism the same whatever the planned round count.
+        fixed = {**BASE, "secagg.enabled": False, "privacy.noise-multiplier": 1.0}
+        ledgers = root / "resume" / "ledgers"
+        out = root / "resume" / "out"
+        stopped = _launch({**fixed, "federated.num-rounds": 1}, out, ray_tmp / "resume-1", ledgers)
+        resumed = _launch(
+            {**fixed, "federated.num-rounds": 2, "federated.resume": True},
+            out,
+            ray_tmp / "resume-2",
+            ledgers,
+        )
+        yield {
+            "config": config.replace(**{"privacy.max-epsilon": budget}),
+            "runs": runs,
+            "resume": {
+                "config": config.replace(**{"privacy.noise-multiplier": 1.0}),
+                "stopped": stopped,
+                "resumed": resumed,
+                "ledgers": ledgers,
+            },
+        }
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
@@ -172,7 +212,8 @@ def test_runs_completed_with_round_two_refused_by_every_client(e2e: dict[str, An
         assert sorted(second["clients_refused"]) == list(range(NUM_CLIENTS))
         assert second["test_accuracy"] == first["test_accuracy"]
         assert run.checkpoint["round"] == 2
-        assert set(summary["clients"]) == {str(i) for i in range(NUM_CLIENTS)}
+        assert set(summary["holders"]) == {str(i) for i in range(NUM_CLIENTS)}
+        assert all(h["noise"] == "reproducible" for h in summary["holders"].values())
 
 
 def test_freeze_mode_leaves_unselected_coordinates_bit_identical(e2e: dict[str, Any]) -> None:
@@ -198,7 +239,7 @@ def test_secagg_average_equals_plain_average_within_quantisation_error(
     a = mask.gather(secure.checkpoint["model"]).double().numpy()
     b = mask.gather(plain.checkpoint["model"]).double().numpy()
     # round 1 only (round 2 was refused), identical client updates in both runs
-    total = sum(c["num_examples"] for c in secure.summary["clients"].values())
+    total = sum(c["num_examples"] for c in secure.summary["holders"].values())
     s = config.secagg
     bound = (
         config.federated.server_lr
@@ -218,7 +259,7 @@ def test_secagg_average_equals_plain_average_within_quantisation_error(
 def test_every_client_epsilon_is_one_accountant_over_all_its_steps(e2e: dict[str, Any]) -> None:
     config: RunConfig = e2e["config"]
     for run in e2e["runs"].values():
-        for pid, client in run.summary["clients"].items():
+        for pid, client in run.summary["holders"].items():
             n = client["num_examples"]
             _, round_steps = steps_for(
                 num_examples=n,
@@ -238,8 +279,49 @@ def test_every_client_epsilon_is_one_accountant_over_all_its_steps(e2e: dict[str
             assert "max_epsilon" in client["refused"]
 
 
+def test_resume_continues_the_clients_ledgers_without_double_counting(
+    e2e: dict[str, Any],
+) -> None:
+    resume = e2e["resume"]
+    config: RunConfig = resume["config"]
+    stopped, resumed = resume["stopped"].summary, resume["resumed"].summary
+    assert [r["round"] for r in stopped["rounds"]] == [1]
+    # the resumed run trained round 2 only, continuing the checkpoint's rows and figures
+    assert [r["round"] for r in resumed["rounds"]] == [1, 2]
+    assert resumed["rounds"][0] == stopped["rounds"][0]
+    assert resumed["rounds"][1]["clients_trained"] == NUM_CLIENTS
+    assert resume["resumed"].checkpoint["round"] == 2
+    store = LedgerStore(resume["ledgers"])
+    for pid in range(NUM_CLIENTS):
+        before, after = stopped["holders"][str(pid)], resumed["holders"][str(pid)]
+        n = after["num_examples"]
+        q, round_steps = steps_for(
+            num_examples=n,
+            batch_size=config.optim.batch_size,
+            epochs=config.federated.local_epochs,
+        )
+        assert before["steps"] == round_steps, pid
+        assert (after["rounds_trained"], after["rounds_refused"]) == (2, 0), pid
+        # the node's ledger holds both rounds exactly once: round 1 from the first process,
+        # round 2 from the resumed one -- neither restarted from zero nor counted twice
+        ledger = store.open(
+            ledger_holder(config, pid),
+            accountant=config.privacy.accountant,
+            delta=config.privacy.delta,
+        )
+        assert ledger.steps == after["steps"] == 2 * round_steps, pid
+        assert after["noise_multiplier"] == 1.0 and after["sample_rate"] == q
+        accountant = RDPAccountant()
+        accountant.history = [(1.0, q, 2 * round_steps)]
+        expected = accountant.get_epsilon(delta=config.privacy.delta)
+        assert after["epsilon"] == pytest.approx(expected, rel=1e-9), pid
+        assert ledger.epsilon() == pytest.approx(expected, rel=1e-9), pid
+        assert after["epsilon"] > before["epsilon"]
+
+
 def test_no_ray_processes_left_behind(e2e: dict[str, Any]) -> None:
-    for run in e2e["runs"].values():
+    runs = [*e2e["runs"].values(), e2e["resume"]["stopped"], e2e["resume"]["resumed"]]
+    for run in runs:
         # Ray really ran in this run's temp dir, so the process check below is meaningful
         assert list((run.ray_tmp / "ray").glob("session_2*")), run.ray_tmp
         # Ray was shut down when the simulation ended, not only at interpreter exit

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from fedprune.config import MaskConfig
-from fedprune.federated import apply_update, mask_due
+from fedprune.federated import apply_update
 from fedprune.masks import ParameterMask
+from fedprune.training.recipe import mask_due
 
 
 def _model() -> nn.Sequential:
