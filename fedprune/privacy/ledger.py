@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fedprune.privacy.accounting import (
@@ -35,7 +34,8 @@ class PrivacyLedger:
     The ledger composes over all rounds a client took part in: each :meth:`record` appends
     ``(noise_multiplier, sample_rate, steps)``, merging with the previous entry when the mechanism
     is the same, so that ``epsilon()`` equals one accountant that saw every step. Persist it with
-    :meth:`to_json`/:meth:`from_json` (or :meth:`state_dict`) so the total survives restarts.
+    :class:`~fedprune.privacy.ledger_store.LedgerStore` (authenticated, fail-closed files) so the
+    total survives restarts; :meth:`state_dict` / :meth:`to_json` serialise it.
 
     Attributes
     ----------
@@ -165,19 +165,6 @@ class PrivacyLedger:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"corrupt privacy ledger JSON: {err}") from err
         return cls.from_state_dict(state)
-
-    def save(self, path: str | Path) -> None:
-        """Write the ledger atomically to ``path`` (write to a temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PrivacyLedger:
-        """Read a ledger written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text())
 
     def _check_compatible(self, plan: DPPlan) -> None:
         if plan.accountant != self.accountant or plan.delta != self.delta:

@@ -16,6 +16,7 @@ from opacus.accountants.accountant import IAccountant
 
 from fedprune.privacy import DPPlan, PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.privacy.accounting import HistoryEntry
+from fedprune.privacy.ledger_store import LedgerStore
 
 DELTA = 1e-5
 ROUNDS: list[HistoryEntry] = [(1.0, 0.1, 30), (1.0, 0.1, 20), (1.5, 0.05, 40), (1.0, 0.1, 10)]
@@ -32,10 +33,13 @@ def _stepped(accountant: IAccountant, rounds: list[HistoryEntry]) -> IAccountant
 def _restarted(ledger: PrivacyLedger, how: int, tmp_path: Path) -> PrivacyLedger:
     if how == 0:
         return PrivacyLedger.from_json(ledger.to_json())
-    path = tmp_path / "state" / "ledger.json"
-    ledger.save(path)
-    assert [p.name for p in path.parent.iterdir()] == ["ledger.json"]  # no temporary left
-    return PrivacyLedger.load(path)
+    # restart through the node's persistent, authenticated store
+    store = LedgerStore(tmp_path / "state")
+    store.open("holder", accountant=ledger.accountant, delta=ledger.delta)
+    store.save("holder", ledger)
+    return LedgerStore(tmp_path / "state").open(
+        "holder", accountant=ledger.accountant, delta=ledger.delta
+    )
 
 
 @pytest.mark.parametrize(("name", "reference"), [("rdp", RDPAccountant), ("prv", PRVAccountant)])
@@ -163,12 +167,10 @@ def test_from_json_rejects_garbage(text: str | bytes) -> None:
         PrivacyLedger.from_json(text)
 
 
-def test_load_rejects_a_truncated_file(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.json"
-    PrivacyLedger(accountant="rdp", delta=DELTA, history=[(1.0, 0.1, 5)]).save(path)
-    path.write_text(path.read_text()[:-7])
+def test_from_json_rejects_truncated_json() -> None:
+    text = PrivacyLedger(accountant="rdp", delta=DELTA, history=[(1.0, 0.1, 5)]).to_json()
     with pytest.raises(ValueError, match="corrupt privacy ledger JSON"):
-        PrivacyLedger.load(path)
+        PrivacyLedger.from_json(text[:-7])
 
 
 @pytest.mark.parametrize(
