@@ -117,7 +117,7 @@ class MaskConfig:
     select_every: int = 1
     """``select`` mode: re-pick every this many rounds. A federated round is
     ``federated.local-epochs`` epochs on every client; a centralised run has ``optim.epochs``
-    rounds of one epoch each (see :func:`fedprune.training.recipe.rounds_of`)."""
+    rounds of one epoch each (see :func:`fedprune.training.recipe.round_epochs`)."""
 
     def __post_init__(self) -> None:
         _check(
