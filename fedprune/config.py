@@ -115,9 +115,9 @@ class MaskConfig:
     scope: Literal["global", "layer"] = "global"
     bias_policy: Literal["masked", "always", "never"] = "masked"
     select_every: int = 1
-    """``select`` mode: re-pick every this many rounds. A federated round is
-    ``federated.local-epochs`` epochs on every client; a centralised run has ``optim.epochs``
-    rounds of one epoch each (see :func:`fedprune.training.recipe.round_epochs`)."""
+    """``select`` mode: re-pick every this many epochs of local training -- centrally between
+    rounds of this many epochs, federated before every ``ceil(select_every / local_epochs)``-th
+    round (see :func:`fedprune.training.recipe.mask_due`)."""
 
     def __post_init__(self) -> None:
         _check(
