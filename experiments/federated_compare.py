@@ -1,9 +1,10 @@
 """Resumable comparison of federated fedprune settings, each run a Ray simulation in a subprocess.
 
 Every ``--setting`` (an override file, e.g. ``experiments/conf/digits/federated_dense.toml``) is
-run at every combination of the ``--grid`` values, once per seed, with the Flower app's defaults
-(``[tool.flwr.app.config]`` in ``pyproject.toml``) under the ``--set`` base overrides, the
-setting's overrides and the grid point. Usage (see ``docs/federated_results.md``)::
+run at every combination of the ``--grid`` values, once per seed, with the one default table
+(:class:`fedprune.config.RunConfig`, which ``[tool.flwr.app.config]`` in ``pyproject.toml``
+repeats) under the ``--set`` base overrides, the setting's overrides and the grid point. Usage
+(see ``docs/federated_results.md``)::
 
     python experiments/federated_compare.py \
         --setting experiments/conf/digits/federated_magnitude.toml \
@@ -16,6 +17,15 @@ starts fresh and is shut down with the process group) with its own short Ray tem
 whose ``runs/<setting>-<hash>/summary.json`` already holds every round is not run again, so an
 interrupted comparison resumes where it stopped (the server rewrites ``summary.json`` after every
 round: a partial one is run again from the start).
+
+Privacy ledgers: these are research runs, each reporting the epsilon of that one run, but the
+simulated nodes' ledgers are persistent per dataset by default (``$FEDPRUNE_HOME/ledgers``), so
+consecutive runs would compose (and soon exhaust the nodes' budget). Every run's nodes therefore
+get a fresh ledger directory of their own, ``runs/<setting>-<hash>/ledgers`` (the node policy's
+``ledger-dir``, :func:`server.simulation.simulated_node_policy`; otherwise the default policy:
+DP required, secure noise, node budget ``max-epsilon`` 10). A run that is launched again (it
+was interrupted or is stale) starts from an empty ledger: its old one is removed with its old
+results.
 
 Outputs in ``--out`` (describing the runs of this command): ``results.csv`` (one row per run),
 ``results.json`` (the same plus per-round accuracies), ``table.md`` (mean ± std over seeds, and
@@ -54,6 +64,7 @@ __all__ = [
     "PlannedRun",
     "Setting",
     "completed_summary",
+    "default_table",
     "format_table",
     "load_setting",
     "main",
@@ -77,9 +88,16 @@ CONFIG_COLUMNS = (
 )
 """Resolved config values copied into every row, whatever was varied."""
 DEFAULT_TIMEOUT_S = 900.0
+LEDGER_DIR = "ledgers"
+"""The simulated nodes' ledger directory of each run, inside its run directory."""
 
 
 # --- what to run ---------------------------------------------------------------------------
+
+
+def default_table() -> dict[str, Any]:
+    """The flat defaults every run starts from: the one default table, ``RunConfig()``."""
+    return RunConfig().to_flat()
 
 
 @dataclass(frozen=True)
@@ -120,13 +138,18 @@ class PlannedRun:
 
     @property
     def run_id(self) -> str:
-        """``<setting>-<hash>``: the hash covers the resolved config except ``out-dir``."""
+        """``<setting>-<hash>``: the hash covers the explicit overrides (not ``out-dir``)."""
         return self.out_dir.name
+
+    @property
+    def ledger_dir(self) -> Path:
+        """The run's own ledger directory for its simulated nodes (fresh for every launch)."""
+        return self.out_dir / LEDGER_DIR
 
 
 @dataclass(frozen=True)
 class CompareSpec:
-    """Settings x grid points x seeds, on top of the app defaults and ``base`` overrides."""
+    """Settings x grid points x seeds, on top of ``RunConfig()`` defaults and ``base``."""
 
     settings: list[Setting]
     base: dict[str, Any] = field(default_factory=dict)
@@ -164,8 +187,8 @@ class CompareSpec:
         """Every run, setting-major then grid point then seed; configs are checked here.
 
         A run's directory is named after its setting and a hash of its explicit overrides, so
-        a new config key added to the app (with a default) does not rename finished runs;
-        :func:`completed_summary` checks the recorded config against the resolved one.
+        a new config key added to :class:`RunConfig` (with a default) does not rename finished
+        runs; :func:`completed_summary` checks the recorded config against the resolved one.
         """
         defaults = default_table()
         runs = []
@@ -200,8 +223,9 @@ def completed_summary(run: PlannedRun) -> dict[str, Any] | None:
     if not path.exists():
         return None
     summary: dict[str, Any] = read_json(path)
-    done = summary.get("rounds_completed", 0) >= run.config.federated.num_rounds
-    if not (done and math.isfinite(summary.get("test_accuracy", math.nan))):
+    done = (summary.get("rounds_completed") or 0) >= run.config.federated.num_rounds
+    accuracy = summary.get("test_accuracy")
+    if not (done and accuracy is not None and math.isfinite(accuracy)):
         return None
     current = run.config.to_flat()
     recorded = summary.get("config", {})
@@ -218,11 +242,6 @@ Launcher = Callable[[PlannedRun, float], None]
 """Runs one planned run to completion (writing its ``summary.json``) or raises."""
 
 
-def default_table() -> dict[str, Any]:
-    """The flat defaults runs are resolved against (``RunConfig()``, the one default table)."""
-    return RunConfig().to_flat()
-
-
 def launch_subprocess(run: PlannedRun, timeout_s: float) -> None:
     """Run ``run`` in a child process (its own session and Ray temp dir); raise on failure.
 
@@ -230,6 +249,7 @@ def launch_subprocess(run: PlannedRun, timeout_s: float) -> None:
     group afterwards (Ray daemons on a crash or timeout) is terminated by group id.
     """
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run.ledger_dir, ignore_errors=True)  # a fresh ledger for every launch
     # Not write_json: its null policy would turn an ``inf`` override (e.g. a budget) into None,
     # which the child's RunConfig rejects; json.dumps keeps ``Infinity``, which json reads back.
     text = json.dumps(run.overrides, indent=1) + "\n"
@@ -273,17 +293,16 @@ def _end_group(pgid: int) -> None:
 
 
 def _run_one(run_dir: Path) -> int:
-    """Child process: the run whose overrides are in ``run_dir/overrides.json``."""
+    """Child process: the run whose overrides are in ``run_dir/overrides.json``, its simulated
+    nodes keeping their ledgers in ``run_dir/ledgers`` (see the module docstring)."""
     from server.simulation import run_federated, simulated_node_policy
 
     overrides = read_json(run_dir / "overrides.json")
-    # Each comparison run is an independent experiment: its simulated nodes get a ledger
-    # directory of their own, so runs neither share nor exhaust one another's budgets.
-    policy = simulated_node_policy(
-        RunConfig().replace(**overrides), ledger_dir=str(run_dir / "ledgers")
-    )
+    config = RunConfig().replace(**overrides)
+    policy = simulated_node_policy(config, ledger_dir=str(run_dir / LEDGER_DIR))
     summary = run_federated(overrides, policy=policy, progress=False)
-    logger.info("test accuracy %.4f", summary.test_accuracy)
+    accuracy = summary.test_accuracy
+    logger.info("test accuracy %s", "-" if accuracy is None else f"{accuracy:.4f}")
     return 0
 
 
@@ -331,13 +350,14 @@ def run_compare(
 def summary_row(run: PlannedRun, summary: Mapping[str, Any]) -> dict[str, Any]:
     """One result row: ids, varied and key config values, metrics and the per-round curve.
 
-    ``epsilon`` is the largest per-client epsilon (``None`` without DP); ``wall_s`` is the
-    launcher's wall clock (process start to exit, Ray start included) when it was recorded.
+    ``summary`` is a federated ``summary.json`` (:meth:`fedprune.summary.RunSummary.to_dict`).
+    ``epsilon`` is the largest per-holder (client) epsilon (``None`` without DP); ``wall_s`` is
+    the launcher's wall clock (process start to exit, Ray start included) when it was recorded.
     """
     flat = run.config.to_flat()
-    clients = list(summary.get("holders", {}).values())
-    epsilons = [c["epsilon"] for c in clients if c.get("epsilon") is not None]
-    sigmas = [c["noise_multiplier"] for c in clients if c.get("noise_multiplier") is not None]
+    holders = list(summary.get("holders", {}).values())
+    epsilons = [h["epsilon"] for h in holders if h.get("epsilon") is not None]
+    sigmas = [h["noise_multiplier"] for h in holders if h.get("noise_multiplier") is not None]
     launcher = run.out_dir / "launcher.json"
     wall = read_json(launcher)["wall_s"] if launcher.exists() else None
     return {

@@ -15,6 +15,14 @@ run), ``runs/<run-id>/summary.json`` (each run's results and fully resolved conf
 (mean ± std over seeds), ``accuracy_vs_epsilon.png`` and ``sweep.json`` (the command). A run whose
 row already exists (same resolved config) is skipped, so an interrupted sweep resumes where it
 stopped.
+
+Privacy ledgers: these are research runs, each reporting the epsilon of that one run. Every run
+therefore gets its own fresh, persistent ledger directory ``runs/<run-id>/ledger`` (a
+:class:`~fedprune.privacy.ledger_store.LedgerStore`, as ``fedprune train --ledger-dir``), so
+runs of a sweep never compose with each other, with other sweeps, or with ``fedprune train``
+runs. A run that is executed again (interrupted, or its config changed) starts from an empty
+ledger: its old ledger is removed together with its old results. DP noise is secure (not
+reproducible from the seed), so a repeated seed gives another noise draw.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import itertools
 import json
 import logging
 import math
+import shutil
 import statistics
 import sys
 import tomllib
@@ -41,7 +50,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fedprune.config import RunConfig
 from fedprune.data import DATASETS, DatasetBundle, load_dataset, register_dataset
 from fedprune.io import atomic_write, read_json, to_jsonable, write_csv, write_json
-from fedprune.training.centralised import run_centralised
+from fedprune.privacy.ledger_store import LedgerStore
+from fedprune.summary import RunSummary
+from fedprune.training.centralised import CENTRAL_HOLDER, run_centralised
 
 __all__ = [
     "Group",
@@ -56,6 +67,7 @@ __all__ = [
     "register_validation_dataset",
     "run_sweep",
     "spec_from_args",
+    "summary_metrics",
     "write_report",
 ]
 
@@ -74,8 +86,11 @@ METRICS = (
     "trained_density",
     "duration_s",
 )
-"""Summary fields copied into each row; for ``tune`` rows "test" means the validation split."""
+"""Row fields from each run's summary (:func:`summary_metrics`); for ``tune`` rows "test" means
+the validation split."""
 EPSILON_KEY = "privacy.target-epsilon"
+LEDGER_DIR = "ledger"
+"""Each run's own ledger directory, inside its run directory."""
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -261,6 +276,11 @@ class _Run:
     def run_id(self) -> str:
         return f"{self.phase}-{self.config_hash}"
 
+    @property
+    def ledger_dir(self) -> Path:
+        """The run's own ledger directory (``runs/<run-id>/ledger``)."""
+        return Path(self.config.out_dir) / LEDGER_DIR
+
 
 def _make_run(spec: SweepSpec, phase: Phase, varied: dict[str, Any], out: Path) -> _Run:
     overrides = {**spec.base, **varied}
@@ -273,7 +293,21 @@ def _make_run(spec: SweepSpec, phase: Phase, varied: dict[str, Any], out: Path) 
     return _Run(phase=phase, varied=varied, config=config, config_hash=digest)
 
 
-def _row(run: _Run, summary: Mapping[str, Any]) -> dict[str, Any]:
+def summary_metrics(summary: RunSummary) -> dict[str, Any]:
+    """The :data:`METRICS` of a centralised run's summary (its one holder's spend)."""
+    holder = summary.holders.get(str(CENTRAL_HOLDER))
+    return {
+        "test_accuracy": summary.test_accuracy,
+        "public_only_test_accuracy": summary.public_only_test_accuracy,
+        "epsilon": summary.epsilon,
+        "noise_multiplier": None if holder is None else holder.noise_multiplier,
+        "trained_coordinates": summary.trained_coordinates,
+        "trained_density": summary.trained_coordinates / summary.total_coordinates,
+        "duration_s": summary.duration_s,
+    }
+
+
+def _row(run: _Run, summary: RunSummary) -> dict[str, Any]:
     """The run's result row, as ``results.json`` stores it (non-finite values as ``None``), so a
     fresh row and the same row read back on resume compare and group alike."""
     row: dict[str, Any] = {
@@ -282,13 +316,15 @@ def _row(run: _Run, summary: Mapping[str, Any]) -> dict[str, Any]:
         "eval_set": "validation" if run.phase == "tune" else "test",
         **run.varied,
     }
-    holder = summary["holders"]["0"]
-    derived = {
-        "noise_multiplier": holder["noise_multiplier"],
-        "trained_density": summary["trained_coordinates"] / summary["total_coordinates"],
-    }
-    row.update({k: derived[k] if k in derived else summary.get(k) for k in METRICS})
+    metrics = summary_metrics(summary)
+    row.update({k: metrics[k] for k in METRICS})
     return dict(to_jsonable(row))
+
+
+def _train(run: _Run) -> RunSummary:
+    """Run ``run`` with a fresh ledger of its own (see the module docstring)."""
+    shutil.rmtree(run.ledger_dir, ignore_errors=True)
+    return run_centralised(run.config, ledger_store=LedgerStore(run.ledger_dir), progress=False)
 
 
 class _Results:
@@ -378,7 +414,7 @@ def _execute(
         run = _make_run(spec, phase, {**varied, "seed": seed}, out)
         row = results.find(run)
         if row is None:
-            row = _row(run, run_centralised(run.config, progress=False).to_dict())
+            row = _row(run, _train(run))
             results.add(run, row)
         rows.append(row)
         bar.set_postfix(phase=phase, acc=f"{row['test_accuracy']:.3f}")

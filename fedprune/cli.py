@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from fedprune import __version__
@@ -90,9 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     add_activation_privacy_parser(sub)
-    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+    for entry in _plugin_commands():
         entry.load()(sub)
     return parser
+
+
+def _plugin_commands() -> list[EntryPoint]:
+    """The ``fedprune.commands`` entry points, one per name, sorted by name.
+
+    Two installed copies (e.g. an editable install and a wheel under ``PYTHONPATH``, if their
+    distribution names differ) would each contribute the same command, which argparse refuses
+    ("conflicting subparser"); the first one on ``sys.path`` wins, as for imports.
+    """
+    first: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=COMMAND_GROUP):  # in sys.path order
+        if entry.name in first:
+            logger.debug(
+                "ignoring %s: command %r comes from %s", entry, entry.name, first[entry.name]
+            )
+            continue
+        first[entry.name] = entry
+    return [first[name] for name in sorted(first)]
 
 
 def _configure_logging(*, verbose: bool) -> None:

@@ -12,12 +12,14 @@ from fedprune.activation.study import (
     run_activation_privacy,
     save_activation_privacy,
 )
+from fedprune.flags import add_output_flags
 
 __all__ = ["add_activation_privacy_parser", "run_activation_privacy_command"]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULTS = ActivationPrivacyConfig()
+DEFAULT_OUT = "runs/activation-privacy"
 
 
 def add_activation_privacy_parser(subparsers: Any) -> None:
@@ -86,11 +88,9 @@ def add_activation_privacy_parser(subparsers: Any) -> None:
         help="delta of the Gaussian mechanism (%(default)s)",
     )
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed (%(default)s)")
-    parser.add_argument(
-        "--out", default="runs/activation-privacy", help="output directory (%(default)s)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run_activation_privacy_command)
+    # The options every fedprune command shares: --out DIR (here default DEFAULT_OUT), --quiet.
+    add_output_flags(parser, key="out")
+    parser.set_defaults(out=DEFAULT_OUT, func=run_activation_privacy_command)
 
 
 def run_activation_privacy_command(args: argparse.Namespace) -> int:
@@ -110,7 +110,7 @@ def run_activation_privacy_command(args: argparse.Namespace) -> int:
             delta=args.delta,
             seed=args.seed,
         )
-        result = run_activation_privacy(config, progress=not args.no_progress)
+        result = run_activation_privacy(config, progress=not args.quiet)
     except ValueError as err:
         print(f"fedprune activation-privacy: error: {err}", file=sys.stderr)
         return 2

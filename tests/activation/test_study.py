@@ -104,7 +104,12 @@ def test_cli_parser_defaults_and_func() -> None:
     args = _parser().parse_args(["activation-privacy", "--keep", "0.2", "0.1", "--layer", "3"])
     assert args.dataset == "digits" and args.model == "mlp" and args.layer == "3"
     assert args.keep == [0.2, 0.1]
+    assert args.out == "runs/activation-privacy" and args.quiet is False
     assert callable(args.func)
+    args = _parser().parse_args(["activation-privacy", "--out", "elsewhere", "--quiet"])
+    assert args.out == "elsewhere" and args.quiet is True
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["activation-privacy", "--no-progress"])  # replaced by --quiet
 
 
 def test_cli_reports_bad_layer_with_exit_code_2(
@@ -135,7 +140,7 @@ def test_cli_runs_tiny_study(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             "1",
             "--out",
             str(out),
-            "--no-progress",
+            "--quiet",
         ]
     )
     assert args.func(args) == 0

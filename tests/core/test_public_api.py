@@ -12,13 +12,21 @@ PACKAGES = [
     "fedprune.config",
     "fedprune.data",
     "fedprune.federated",
+    "fedprune.federated.protocol",
+    "fedprune.flags",
+    "fedprune.io",
     "fedprune.masks",
     "fedprune.models",
     "fedprune.pipeline",
     "fedprune.privacy",
-    "fedprune.io",
+    "fedprune.privacy.ledger_store",
+    "fedprune.privacy.noise",
+    "fedprune.privacy.policy",
     "fedprune.registry",
+    "fedprune.seeding",
+    "fedprune.summary",
     "fedprune.training",
+    "fedprune.training.recipe",
 ]
 
 

@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from fedprune.config import RunConfig
+from fedprune.privacy.policy import default_ledger_dir
+from fedprune.summary import RunSummary
+from server.simulation import simulated_node_policy
+
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 CONF = EXPERIMENTS / "conf" / "digits"
 
@@ -167,6 +172,12 @@ def test_completed_summary_reruns_when_the_config_changed(fc: ModuleType, tmp_pa
     assert fc.completed_summary(run) is not None
 
 
+def test_defaults_are_the_one_default_table(fc: ModuleType) -> None:
+    assert fc.default_table() == RunConfig().to_flat()
+    assert "privacy.secure-noise" not in fc.default_table()
+    assert "privacy.ledger-dir" not in fc.default_table()
+
+
 def test_run_dirs_survive_new_app_defaults(
     fc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,6 +186,30 @@ def test_run_dirs_survive_new_app_defaults(
     defaults = fc.default_table()
     monkeypatch.setattr(fc, "default_table", lambda: {**defaults, "optim.momentum": 0.0})
     assert [r.run_id for r in spec.plan(tmp_path)] == before
+
+
+def test_child_run_gives_its_nodes_a_ledger_dir_of_its_own(
+    fc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Research runs never compose with each other through the persistent default ledgers."""
+    import server.simulation
+
+    run = _spec(fc).plan(tmp_path)[0]
+    run.out_dir.mkdir(parents=True)
+    (run.out_dir / "overrides.json").write_text(json.dumps(run.overrides))
+    seen: list[Any] = []
+
+    def fake_run_federated(overrides: dict[str, Any], *, policy: Any, progress: bool) -> Any:
+        seen.append((overrides, policy))
+        return RunSummary.from_dict(_fake_summary(run) | {"kind": "federated", "holders": {}})
+
+    monkeypatch.setattr(server.simulation, "run_federated", fake_run_federated)
+    assert fc._run_one(run.out_dir) == 0
+    ((overrides, policy),) = seen
+    assert overrides == run.overrides
+    assert Path(policy.ledger_dir) == (run.out_dir / "ledgers").resolve() == run.ledger_dir
+    assert policy.ledger_path != default_ledger_dir()
+    assert policy == simulated_node_policy(run.config, ledger_dir=str(run.ledger_dir))
 
 
 def test_summary_row_flattens_metrics_and_config(fc: ModuleType, tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from fedprune.config import RunConfig
+from fedprune.privacy.ledger_store import LedgerStore
+from fedprune.summary import RunSummary
 
 SWEEP_PATH = Path(__file__).resolve().parents[2] / "experiments" / "sweep.py"
 TINY = {"optim.epochs": 1, "warmup.epochs": 1, "privacy.target-epsilon": 2.0}
@@ -33,9 +35,13 @@ def counted(sweep: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[RunConfi
     calls: list[RunConfig] = []
     real = sweep.run_centralised
 
-    def run(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
+    def run(config: RunConfig, **kwargs: Any) -> RunSummary:
+        # Every run keeps a fresh ledger of its own, inside its own run directory.
+        store = kwargs["ledger_store"]
+        assert store.directory == Path(config.out_dir) / "ledger"
+        assert not store.directory.exists()
         calls.append(config)
-        return real(config, progress=progress)
+        return real(config, **kwargs)
 
     monkeypatch.setattr(sweep, "run_centralised", run)
     return calls
@@ -114,6 +120,18 @@ def test_sweep_writes_rows_tables_and_resumes(
         summary = json.loads((out / "runs" / row["run_id"] / "summary.json").read_text())
         assert summary["config"]["mask.strategy"] == row["mask.strategy"]
         assert summary["config"]["optim.lr"] == row["optim.lr"]
+        holder = summary["holders"]["0"]
+        assert row["noise_multiplier"] == holder["noise_multiplier"] > 0
+        assert row["epsilon"] == summary["epsilon"] == holder["epsilon"]
+        assert row["trained_density"] == pytest.approx(
+            row["trained_coordinates"] / summary["total_coordinates"]
+        )
+        # The run's own ledger recorded exactly this run's steps.
+        ledger = LedgerStore(out / "runs" / row["run_id"] / "ledger").open(
+            f"{summary['config']['data.dataset']}-central", accountant="rdp", delta=1e-5
+        )
+        assert ledger.steps == holder["steps"]
+        assert ledger.epsilon() == pytest.approx(row["epsilon"])
     assert {r["trained_coordinates"] for r in final if r["mask.strategy"] == "none"} == {26122}
 
     # The chosen lr per point is the candidate with the best mean validation accuracy.
@@ -146,10 +164,10 @@ def test_interrupted_sweep_loses_no_finished_run(
     out = tmp_path / "sweep"
     counting = sweep.run_centralised
 
-    def crash_on_fourth(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
+    def crash_on_fourth(config: RunConfig, **kwargs: Any) -> RunSummary:
         if len(counted) == 3:
             raise KeyboardInterrupt
-        return counting(config, progress=progress)
+        return counting(config, **kwargs)
 
     monkeypatch.setattr(sweep, "run_centralised", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
@@ -215,3 +233,5 @@ def test_resume_survives_new_config_keys_but_not_changed_values(
     summary_path.write_text(json.dumps(summary))
     (new,) = sweep.run_sweep(spec, out, progress=False)
     assert len(counted) == 2 and new["run_id"] == row["run_id"]  # same planned config
+    # Run again from a fresh ledger: its epsilon is its own, not composed with the first run's.
+    assert new["epsilon"] == pytest.approx(row["epsilon"])
