@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from fedprune.config import RunConfig
 from fedprune.federated import apply_update, model_to_arrays, run_client_round
 from fedprune.federated.client_round import client_partition
 from fedprune.federated.protocol import METRIC_NOISE_MULTIPLIER, METRIC_STEPS
+from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, pick_mask, warm_start
+from fedprune.privacy import PrivacyLedger
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.training import evaluate
 from fedprune.training.centralised import run_centralised
@@ -89,23 +93,35 @@ def test_strategy_none_is_the_dense_mask() -> None:
     assert summary.trained_coordinates == summary.total_coordinates
 
 
-@pytest.mark.parametrize("private", [True, False])
-def test_a_round_moves_only_the_masked_coordinates(private: bool) -> None:
-    config = RunConfig().replace(**{**BASE, "privacy.enabled": private, "optim.momentum": 0.5})
+def _one_round(
+    config: RunConfig,
+) -> tuple[nn.Module, ParameterMask, Callable[[PrivacyLedger | None], object]]:
+    """A fresh model, its round-1 mask, and ``train(ledger)`` running one 1-epoch round."""
     split = load_split(config.data, seed=0)
     model = build_model(config, split)
     mask = pick_mask(model, config.mask, split.public, seed=0, round_number=1)
+
+    def train(ledger: PrivacyLedger | None) -> object:
+        return train_round(
+            model,
+            split.private.dataset,
+            config=config,
+            mask=mask,
+            rounds=[1],
+            round_index=0,
+            ledger=ledger,
+            holder=0,
+        )
+
+    return model, mask, train
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_a_round_moves_only_the_masked_coordinates(private: bool) -> None:
+    config = RunConfig().replace(**{**BASE, "privacy.enabled": private, "optim.momentum": 0.5})
+    model, mask, train = _one_round(config)
     before = {k: v.clone() for k, v in model.named_parameters()}
-    train_round(
-        model,
-        split.private.dataset,
-        config=config,
-        mask=mask,
-        rounds=[1],
-        round_index=0,
-        ledger=new_ledger(config.privacy) if private else None,
-        holder=0,
-    )
+    train(new_ledger(config.privacy) if private else None)
     moved = 0
     for name, p in model.named_parameters():
         keep = mask[name]
@@ -134,21 +150,9 @@ def test_round_epochs_and_mask_cadence_agree_between_settings() -> None:
 
 
 def test_private_round_without_a_ledger_is_an_error() -> None:
-    config = RunConfig().replace(**BASE)
-    split = load_split(config.data, seed=0)
-    model = build_model(config, split)
-    mask = pick_mask(model, config.mask, split.public, seed=0, round_number=1)
+    _, _, train = _one_round(RunConfig().replace(**BASE))
     with pytest.raises(ValueError, match="ledger"):
-        train_round(
-            model,
-            split.private.dataset,
-            config=config,
-            mask=mask,
-            rounds=[1],
-            round_index=0,
-            ledger=None,
-            holder=0,
-        )
+        train(None)
 
 
 def test_secure_noise_rounds_differ_reproducible_rounds_repeat(tmp_path: Path) -> None:
