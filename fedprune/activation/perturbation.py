@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fedprune.activation.layers import apply_weight, get_affine_layer
+from fedprune.masks.topk import keep_count, top_k
 
 __all__ = [
     "NoiseFit",
@@ -32,39 +33,20 @@ __all__ = [
     "fit_laplace",
     "magnitude_prune",
     "measure_perturbation",
-    "num_kept",
     "prune_model_layer",
 ]
 
 
-def _check_keep_fraction(keep_fraction: float) -> None:
-    if not 0.0 < keep_fraction <= 1.0:
-        raise ValueError(f"expected keep_fraction in (0, 1], got {keep_fraction}")
-
-
-def num_kept(num_weights: int, *, keep_fraction: float) -> int:
-    """Weights kept out of ``num_weights``: ``round(keep_fraction * num_weights)``, at least 1.
-
-    Rounds halves up (``floor(k * n + 0.5)``), not to even as Python's ``round`` does.
-    """
-    _check_keep_fraction(keep_fraction)
-    if num_weights < 1:
-        raise ValueError(f"expected num_weights >= 1, got {num_weights}")
-    return max(1, math.floor(keep_fraction * num_weights + 0.5))
-
-
 def magnitude_prune(weight: torch.Tensor, *, keep_fraction: float) -> torch.Tensor:
-    """A copy of ``weight`` keeping its ``num_kept`` largest-magnitude entries and zeroing the rest.
+    """A copy of ``weight`` keeping its largest-magnitude entries and zeroing the rest.
 
-    Exactly :func:`num_kept` entries survive (zeros among them, if any, stay zero); ties in
-    magnitude go to the entry with the lower flat index, so the result is deterministic.
+    Exactly ``keep_count(weight.numel(), keep_fraction)`` entries survive (the same count and
+    tie-breaking as mask selection, :mod:`fedprune.masks.topk`: halves round up, ties go to the
+    lower flat index); zeros among them stay zero.
     """
-    flat = weight.detach().flatten()
-    k = num_kept(flat.numel(), keep_fraction=keep_fraction)
-    order = torch.argsort(flat.abs(), descending=True, stable=True)
-    pruned = torch.zeros_like(flat)
-    pruned[order[:k]] = flat[order[:k]]
-    return pruned.reshape(weight.shape)
+    w = weight.detach()
+    keep = top_k(w.abs(), keep_count(w.numel(), keep_fraction))
+    return torch.where(keep, w, torch.zeros_like(w))
 
 
 def prune_model_layer(model: nn.Module, layer_name: str, *, keep_fraction: float) -> nn.Module:
@@ -228,7 +210,7 @@ def measure_perturbation(
     return PerturbationStats(
         keep_fraction=keep_fraction,
         num_weights=layer.weight.numel(),
-        num_kept=num_kept(layer.weight.numel(), keep_fraction=keep_fraction),
+        num_kept=keep_count(layer.weight.numel(), keep_fraction),
         num_samples=e.numel(),
         mean=float(e.mean()),
         std=float(e.std(correction=0)),

@@ -12,6 +12,7 @@ from torch import nn
 from fedprune.data.splits import PublicDataset
 from fedprune.masks.mask import ParameterMask
 from fedprune.masks.strategies import create_mask_strategy
+from fedprune.masks.topk import keep_count, top_k
 
 __all__ = ["BiasPolicy", "MaskScope", "select_mask"]
 
@@ -32,14 +33,6 @@ def _check_option(value: str, name: str, options: object) -> None:
     allowed = get_args(options)
     if value not in allowed:
         raise ValueError(f"expected {name} in {list(allowed)}, got {value!r}")
-
-
-def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` largest entries of 1-D ``scores``; ties go to the lower index."""
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    keep[order[:k]] = True
-    return keep
 
 
 def select_mask(
@@ -68,10 +61,10 @@ def select_mask(
         Fraction of budgeted coordinates to select, in ``(0, 1]`` (checked even for ``"none"``).
     scope:
         ``"global"``: one top-k over all budgeted coordinates together, selecting exactly
-        ``k = max(1, round(density * n))``, ``n`` the number of budgeted coordinates.
+        ``k = keep_count(n, density)`` (:func:`~fedprune.masks.topk.keep_count`: ``density * n``
+        rounded half up, at least 1), ``n`` the number of budgeted coordinates.
         ``"layer"``: a top-k in each budgeted tensor ``i`` of ``n_i > 0`` coordinates, selecting
-        exactly ``k_i = max(1, round(density * n_i))`` (so every budgeted tensor gets at least one).
-        ``round`` is Python's (halves to even).
+        exactly ``k_i = keep_count(n_i, density)`` (so every budgeted tensor gets at least one).
     public:
         Public data for strategies that need it (``gradient``, ``snip``). Must be a
         ``PublicDataset`` or ``None``.
@@ -157,13 +150,12 @@ def _select(
     chosen: dict[str, torch.Tensor] = {}
     if scope == "global":
         flat = torch.cat([s.reshape(-1).to(torch.float64) for s in budgeted.values()])
-        keep = _top_k(flat, max(1, round(density * n_total)))
+        keep = top_k(flat, keep_count(n_total, density))
         for (name, s), part in zip(
             budgeted.items(), keep.split([s.numel() for s in budgeted.values()]), strict=True
         ):
             chosen[name] = part.reshape(s.shape)
     else:
         for name, s in budgeted.items():
-            k = min(s.numel(), max(1, round(density * s.numel())))
-            chosen[name] = _top_k(s.reshape(-1), k).reshape(s.shape)
+            chosen[name] = top_k(s, keep_count(s.numel(), density))
     return {n: fixed[n] if n in fixed else chosen[n] for n in scores}

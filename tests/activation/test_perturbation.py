@@ -13,9 +13,9 @@ from fedprune.activation.perturbation import (
     fit_laplace,
     magnitude_prune,
     measure_perturbation,
-    num_kept,
     prune_model_layer,
 )
+from fedprune.masks.topk import keep_count
 
 # A 3x2 weight (3 outputs, 2 inputs) small enough to prune by hand.
 W = torch.tensor([[0.5, -2.0], [1.0, 0.1], [-3.0, 0.2]])
@@ -29,18 +29,6 @@ def _hand_layer() -> nn.Linear:
     return layer
 
 
-def test_num_kept_rounds_half_up_and_keeps_at_least_one() -> None:
-    assert num_kept(6, keep_fraction=0.25) == 2  # 1.5 rounds up (Python's round gives 2 too)
-    assert num_kept(10, keep_fraction=0.25) == 3  # 2.5 rounds up, round() would give 2
-    assert num_kept(6, keep_fraction=0.5) == 3
-    assert num_kept(10, keep_fraction=0.01) == 1
-    assert num_kept(8192, keep_fraction=0.01) == 82
-    with pytest.raises(ValueError, match=r"expected keep_fraction in \(0, 1\], got 1.5"):
-        num_kept(6, keep_fraction=1.5)
-    with pytest.raises(ValueError, match=r"got 0\.0"):
-        num_kept(6, keep_fraction=0.0)
-
-
 def test_magnitude_prune_hand_case() -> None:
     # |W| sorted: 3.0 (-3.0), 2.0 (-2.0), 1.0, 0.5, 0.2, 0.1; k = 0.5 keeps round(3) = 3.
     expected = torch.tensor([[0.0, -2.0], [1.0, 0.0], [-3.0, 0.0]])
@@ -52,10 +40,10 @@ def test_magnitude_prune_hand_case() -> None:
 
 
 @pytest.mark.parametrize("keep_fraction", [0.01, 0.1, 0.33, 0.5, 0.9])
-def test_magnitude_prune_keeps_exactly_num_kept_largest(keep_fraction: float) -> None:
+def test_magnitude_prune_keeps_exactly_keep_count_largest(keep_fraction: float) -> None:
     w = torch.randn(17, 13, generator=torch.Generator().manual_seed(0))
     pruned = magnitude_prune(w, keep_fraction=keep_fraction)
-    k = num_kept(w.numel(), keep_fraction=keep_fraction)
+    k = keep_count(w.numel(), keep_fraction)
     kept = pruned != 0
     assert int(kept.sum()) == k
     assert torch.equal(pruned[kept], w[kept])  # survivors keep their values

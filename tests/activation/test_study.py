@@ -14,6 +14,7 @@ from fedprune.activation.study import (
     run_activation_privacy,
     save_activation_privacy,
 )
+from fedprune.masks.topk import keep_count
 
 TINY = ActivationPrivacyConfig(
     keep_fractions=(0.05,),
@@ -52,7 +53,7 @@ def test_study_rows_and_reports(
     for noise in (laplace, gaussian):
         assert noise.test_accuracy <= pruning.test_accuracy  # calibrated to at most pruning's
         assert noise.scale > 0 and noise.epsilon_whole_input is not None
-    assert result.pruning[0].perturbation.num_kept == round(0.05 * 64 * 128)
+    assert result.pruning[0].perturbation.num_kept == keep_count(64 * 128, 0.05)
     assert len(result.grid_rows) == 4 and result.grid_originals.shape == (4, 1, 8, 8)
     assert result.grid_rows[0][1].shape == (4, 1, 8, 8)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from fedprune.data.splits import PrivateDataset, PublicDataset
 from fedprune.masks import MaskScope, ParameterMask, select_mask
+from fedprune.masks.topk import keep_count
 from fedprune.models import create_model
 
 SPARSE = ["gradient", "magnitude", "random", "snip"]
@@ -36,7 +37,7 @@ def test_global_count_is_exact(
     model = tiny_model(seed)
     mask = select_mask(model, strategy=strategy, density=density, public=public, seed=seed)
     total = sum(n_params(model).values())
-    assert mask.num_selected == max(1, round(density * total))
+    assert mask.num_selected == keep_count(total, density)
     assert mask.num_total == total
     mask.validate_for(model)
 
@@ -55,9 +56,7 @@ def test_layer_counts_are_exact(
     mask = select_mask(
         model, strategy=strategy, density=density, scope="layer", public=public, seed=seed
     )
-    assert mask.selected_counts == {
-        n: max(1, round(density * k)) for n, k in n_params(model).items()
-    }
+    assert mask.selected_counts == {n: keep_count(k, density) for n, k in n_params(model).items()}
 
 
 @settings(max_examples=20, deadline=None)
@@ -68,10 +67,10 @@ def test_exact_counts_with_all_scores_tied(density: float, scope: MaskScope) -> 
         nn.init.zeros_(p)
     mask = select_mask(model, strategy="magnitude", density=density, scope=scope)
     if scope == "global":
-        assert mask.num_selected == max(1, round(density * 58))
+        assert mask.num_selected == keep_count(58, density)
     else:
         assert mask.selected_counts == {
-            n: max(1, round(density * k)) for n, k in n_params(model).items()
+            n: keep_count(k, density) for n, k in n_params(model).items()
         }
 
 
@@ -144,9 +143,9 @@ def test_bias_policy_always(model: nn.Sequential, scope: MaskScope) -> None:
             assert mask.selected_counts[n] == k
     selected = sum(mask.selected_counts[n] for n in matrices)
     if scope == "global":
-        assert selected == round(0.1 * sum(matrices.values()))
+        assert selected == keep_count(sum(matrices.values()), 0.1)
     else:
-        assert selected == sum(max(1, round(0.1 * k)) for k in matrices.values())
+        assert selected == sum(keep_count(k, 0.1) for k in matrices.values())
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -157,7 +156,7 @@ def test_bias_policy_never(model: nn.Sequential, scope: MaskScope) -> None:
     assert vectors == ["0.bias", "1.weight", "1.bias", "4.bias"]
     assert all(mask.selected_counts[n] == 0 for n in vectors)
     if scope == "global":
-        assert mask.num_selected == round(0.5 * matrices)
+        assert mask.num_selected == keep_count(matrices, 0.5)
     mask.validate_for(model)
 
 
@@ -246,7 +245,7 @@ def test_registry_models(name: str, strategy: str) -> None:
     )
     mask = select_mask(model, strategy=strategy, density=0.05, public=public)
     mask.validate_for(model)
-    assert mask.num_selected == round(0.05 * sum(n_params(model).values()))
+    assert mask.num_selected == keep_count(sum(n_params(model).values()), 0.05)
     assert (
         ParameterMask.from_bytes(
             mask.to_bytes(),
