@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Public warm start, mask from public data, then (masked) DP-SGD on the "
         "private data. Writes OUT/summary.json.",
     )
-    add_flags(train, COMMON_FLAGS + TRAIN_FLAGS)
+    add_flags(train, COMMON_FLAGS + TRAIN_FLAGS, defaults=RunConfig().to_flat())
     add_output_flags(train)
     train.add_argument("--non-private", action="store_true", help="plain SGD, no DP (baseline)")
     train.add_argument(

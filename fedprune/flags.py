@@ -9,7 +9,8 @@ command shares (``--out``, ``--quiet``).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from fedprune.masks import available_mask_strategies
 from fedprune.models import available_models
 
 __all__ = [
+    "ACTIVATION_FLAGS",
     "COMMON_FLAGS",
     "FEDERATED_FLAGS",
     "TRAIN_FLAGS",
@@ -37,6 +39,12 @@ class Flag:
     type: Callable[[str], Any]
     help: str
     choices: Sequence[str] | None = None
+    nargs: str | None = None
+    """argparse ``nargs`` (``"+"``: one or more values, read back as a list)."""
+
+    def rebind(self, key: str, help: str | None = None) -> Flag:
+        """The same option setting another command's config ``key`` (one spelling everywhere)."""
+        return dataclasses.replace(self, key=key, help=self.help if help is None else help)
 
 
 def _csv_ints(text: str) -> str:
@@ -111,18 +119,65 @@ FEDERATED_FLAGS = [
 ]
 
 
-def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
-    """Add ``flags`` to ``parser``; each sets ``args.<key>`` only when given."""
+def _flag(spelling: str) -> Flag:
+    return next(f for f in COMMON_FLAGS + TRAIN_FLAGS if f.flag == spelling)
+
+
+ACTIVATION_FLAGS = [
+    _flag("--dataset").rebind("dataset"),
+    _flag("--data-dir").rebind("data_dir"),
+    _flag("--model").rebind("model"),
+    Flag(
+        "--layer",
+        "layer",
+        str,
+        "nn.Linear/nn.Conv2d module to prune and attack, by its name in model.named_modules() "
+        "(default: the first, e.g. '1' for mlp, 'features.0' for cnn)",
+    ),
+    Flag("--keep", "keep_fractions", float, "keep-fractions k in (0, 1)", nargs="+"),
+    _flag("--public-fraction").rebind("public_fraction"),
+    _flag("--epochs").rebind("epochs", "classifier epochs on public data"),
+    _flag("--lr").rebind("lr", "classifier SGD learning rate"),
+    Flag("--inverter-epochs", "inverter_epochs", int, "decoder epochs per attacked setting"),
+    Flag("--noise-repeats", "noise_repeats", int, "noise draws per accuracy evaluation"),
+    _flag("--delta").rebind("delta", "delta of the Gaussian mechanism"),
+    _flag("--seed").rebind("seed", "seed of the split, classifier, decoders and noise"),
+]
+"""``activation-privacy``: keys are :class:`~fedprune.activation.study.ActivationPrivacyConfig`
+fields; options it shares with ``train`` keep their spelling and help."""
+
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    flags: Sequence[Flag],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Add ``flags`` to ``parser``; each sets ``args.<key>`` only when given.
+
+    ``defaults`` (flat key -> value, e.g. ``RunConfig().to_flat()``) are shown in ``--help``
+    only: a flag left out sets nothing, so the command's own default table applies.
+    """
     for f in flags:
+        shown = "" if defaults is None or f.key not in defaults else _shown(defaults[f.key])
         parser.add_argument(
             f.flag,
             dest=f.key,
             type=f.type,
             choices=f.choices,
+            nargs=f.nargs,
             default=argparse.SUPPRESS,
             metavar=None if f.choices else f.flag[2:].upper().replace("-", "_"),
-            help=f"{f.help} [{f.key}]",
+            help=f"{f.help} [{f.key}{shown}]",
         )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
+    if value is None or value == "":
+        return ""
+    return f" = {value}".replace("%", "%%")
 
 
 def add_output_flags(parser: argparse.ArgumentParser, *, key: str = "out-dir") -> None:

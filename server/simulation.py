@@ -124,7 +124,7 @@ def register(subparsers: Any) -> None:
         "from public data, clients run masked DP-SGD, updates meet in SecAgg+. Writes "
         "OUT/summary.json and OUT/checkpoint.pt after every round.",
     )
-    add_flags(run, COMMON_FLAGS + FEDERATED_FLAGS)
+    add_flags(run, COMMON_FLAGS + FEDERATED_FLAGS, defaults=RunConfig().to_flat())
     add_output_flags(run)
     run.add_argument(
         "--secagg",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import sys
 from typing import Any
 
 from fedprune.activation.study import (
@@ -12,7 +12,7 @@ from fedprune.activation.study import (
     run_activation_privacy,
     save_activation_privacy,
 )
-from fedprune.flags import add_output_flags
+from fedprune.flags import ACTIVATION_FLAGS, add_flags, add_output_flags, overrides
 
 __all__ = ["add_activation_privacy_parser", "run_activation_privacy_command"]
 
@@ -38,82 +38,23 @@ def add_activation_privacy_parser(subparsers: Any) -> None:
             "of training data."
         ),
     )
-    parser.add_argument("--dataset", default=_DEFAULTS.dataset, help="dataset name (%(default)s)")
-    parser.add_argument("--data-dir", default=None, help="root of on-disk datasets")
-    parser.add_argument("--model", default=_DEFAULTS.model, help="model name (%(default)s)")
-    parser.add_argument(
-        "--layer",
-        default=None,
-        help="nn.Linear/nn.Conv2d module to prune and attack, by its name in "
-        "model.named_modules() (default: the first one, e.g. '1' for mlp, 'features.0' for cnn)",
-    )
-    parser.add_argument(
-        "--keep",
-        type=float,
-        nargs="+",
-        default=list(_DEFAULTS.keep_fractions),
-        help="keep-fractions k in (0, 1) (%(default)s)",
-    )
-    parser.add_argument(
-        "--public-fraction",
-        type=float,
-        default=_DEFAULTS.public_fraction,
-        help="share of the train set that is public (%(default)s)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=_DEFAULTS.epochs,
-        help="classifier epochs on public data (%(default)s)",
-    )
-    parser.add_argument(
-        "--lr", type=float, default=_DEFAULTS.lr, help="classifier SGD learning rate (%(default)s)"
-    )
-    parser.add_argument(
-        "--inverter-epochs",
-        type=int,
-        default=_DEFAULTS.inverter_epochs,
-        help="decoder epochs per attacked setting (%(default)s)",
-    )
-    parser.add_argument(
-        "--noise-repeats",
-        type=int,
-        default=_DEFAULTS.noise_repeats,
-        help="noise draws per accuracy evaluation in calibration (%(default)s)",
-    )
-    parser.add_argument(
-        "--delta",
-        type=float,
-        default=_DEFAULTS.delta,
-        help="delta of the Gaussian mechanism (%(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed (%(default)s)")
+    add_flags(parser, ACTIVATION_FLAGS, defaults=dataclasses.asdict(_DEFAULTS))
     # The options every fedprune command shares: --out DIR (here default DEFAULT_OUT), --quiet.
     add_output_flags(parser, key="out")
     parser.set_defaults(out=DEFAULT_OUT, func=run_activation_privacy_command)
 
 
 def run_activation_privacy_command(args: argparse.Namespace) -> int:
-    """Run the study from parsed arguments and write its outputs; 0 on success, 2 on bad input."""
-    try:
-        config = ActivationPrivacyConfig(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            model=args.model,
-            layer=args.layer,
-            keep_fractions=tuple(args.keep),
-            public_fraction=args.public_fraction,
-            epochs=args.epochs,
-            lr=args.lr,
-            inverter_epochs=args.inverter_epochs,
-            noise_repeats=args.noise_repeats,
-            delta=args.delta,
-            seed=args.seed,
-        )
-        result = run_activation_privacy(config, progress=not args.quiet)
-    except ValueError as err:
-        print(f"fedprune activation-privacy: error: {err}", file=sys.stderr)
-        return 2
+    """Run the study from parsed arguments and write its outputs; 0 on success.
+
+    Bad settings raise ``ValueError`` before anything is written (``fedprune``'s ``main`` turns
+    it into one error line and exit status 2, as for every command).
+    """
+    given = overrides(args, ACTIVATION_FLAGS)
+    if "keep_fractions" in given:
+        given["keep_fractions"] = tuple(given["keep_fractions"])
+    config = dataclasses.replace(_DEFAULTS, **given)
+    result = run_activation_privacy(config, progress=not args.quiet)
     paths = save_activation_privacy(result, args.out)
     print(f"unprotected layer {result.layer!r}: test accuracy {result.base_accuracy:.4f}")
     header = ("setting", "k", "scale", "acc", "MSE", "SSIM", "eps(whole)")

@@ -14,6 +14,7 @@ from fedprune.activation.study import (
     run_activation_privacy,
     save_activation_privacy,
 )
+from fedprune.cli import main
 from fedprune.masks.topk import keep_count
 
 TINY = ActivationPrivacyConfig(
@@ -103,8 +104,8 @@ def test_unknown_layer_fails_fast_with_valid_names() -> None:
 
 def test_cli_parser_defaults_and_func() -> None:
     args = _parser().parse_args(["activation-privacy", "--keep", "0.2", "0.1", "--layer", "3"])
-    assert args.dataset == "digits" and args.model == "mlp" and args.layer == "3"
-    assert args.keep == [0.2, 0.1]
+    assert args.layer == "3" and not hasattr(args, "dataset")  # left out: the config default
+    assert args.keep_fractions == [0.2, 0.1]
     assert args.out == "runs/activation-privacy" and args.quiet is False
     assert callable(args.func)
     args = _parser().parse_args(["activation-privacy", "--out", "elsewhere", "--quiet"])
@@ -116,11 +117,11 @@ def test_cli_parser_defaults_and_func() -> None:
 def test_cli_reports_bad_layer_with_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = _parser().parse_args(
-        ["activation-privacy", "--layer", "nope", "--out", str(tmp_path / "out")]
-    )
-    assert args.func(args) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["activation-privacy", "--layer", "nope", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("fedprune: error: ") and "Traceback" not in err
     assert "unknown layer 'nope'" in err and "['1', '3', '5']" in err
     assert not (tmp_path / "out").exists()
 
@@ -148,3 +149,15 @@ def test_cli_runs_tiny_study(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert (out / "results.json").exists() and (out / "reconstructions.png").exists()
     printed = capsys.readouterr().out
     assert "not DP guarantees" in printed and "pruning" in printed
+
+
+def test_cli_shares_train_flags_and_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["activation-privacy", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[dataset = digits]" in text and "[keep_fractions = 0.3 0.1 0.05 0.02 0.01]" in text
+    assert "--public-fraction" in text and "--quiet" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[optim.lr = 0.5]" in text and "[mask.strategy = magnitude]" in text
