@@ -19,8 +19,9 @@ from flwr.clientapp import ClientApp
 from clients.legacy import RECORD_KEY_CONFIGS, NumPyClient, secaggplus_mod
 from fedprune.config import RunConfig
 from fedprune.federated import run_client_round
+from fedprune.federated.client_round import refused_round
 from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
-from fedprune.masks import ParameterMask
+from fedprune.masks import MaskError, ParameterMask
 from fedprune.privacy.policy import PrivacyPolicy
 
 __all__ = ["app", "make_client_app"]
@@ -50,8 +51,22 @@ class MaskedDPClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train locally; return ``[update]`` (selected coordinates only), weight, metrics."""
-        mask = ParameterMask.from_bytes(bytes(config[CONFIG_MASK]))  # type: ignore[arg-type]
+        """Train locally; return ``[update]`` (selected coordinates only), weight, metrics.
+
+        A missing or unreadable mask is refused (empty update, weight 0, the reason), not raised:
+        the node took no step and says why.
+        """
+        try:
+            mask = _decode_mask(config.get(CONFIG_MASK))
+        except MaskError as err:
+            logger.warning("client %d refuses the round: %s", self.partition_id, err)
+            result = refused_round(
+                partition_id=self.partition_id,
+                reason=f"unreadable mask from the server: {err}",
+                num_selected=0,
+                policy=self.policy,
+            )
+            return [result.update], result.num_examples, dict(result.metrics)
         result = run_client_round(
             self.config,
             partition_id=self.partition_id,
@@ -62,6 +77,13 @@ class MaskedDPClient(NumPyClient):
             policy=self.policy,
         )
         return [result.update], result.num_examples, dict(result.metrics)
+
+
+def _decode_mask(value: object) -> ParameterMask:
+    """The round's mask from the fit config value (``bytes`` from ``ParameterMask.to_bytes``)."""
+    if not isinstance(value, bytes | bytearray):
+        raise MaskError(f"expected the mask as bytes, got {type(value).__name__}")
+    return ParameterMask.from_bytes(value)
 
 
 def client_fn(context: Context) -> Any:

@@ -19,6 +19,7 @@ from fedprune import __version__
 from fedprune.activation.cli import add_activation_privacy_parser
 from fedprune.config import RunConfig
 from fedprune.flags import COMMON_FLAGS, TRAIN_FLAGS, add_flags, add_output_flags, overrides
+from fedprune.io import ensure_writable_dir
 from fedprune.privacy import PrivacyBudgetExceededError
 from fedprune.summary import format_table
 
@@ -45,6 +46,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.non_private:
         flat["privacy.enabled"] = False
     config = RunConfig().replace(**flat)
+    # Bad paths fail now, before any training, not when the results are written.
+    if config.out_dir:
+        ensure_writable_dir(config.out_dir, what="out-dir")
+    if args.ledger_dir:
+        ensure_writable_dir(args.ledger_dir, what="ledger-dir", mode=0o700)
     store = LedgerStore(Path(args.ledger_dir)) if args.ledger_dir else None
     summary = run_centralised(
         config,

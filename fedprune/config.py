@@ -321,6 +321,10 @@ class RunConfig:
         return RunConfig.from_flat({**self.to_flat(), **flat})
 
 
+_MAY_BE_INFINITE = frozenset({"privacy.max-epsilon"})
+"""Float keys for which infinity means something (no budget); every other float is finite."""
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert ``value`` to the field type ``hint``; raise a ``ValueError`` naming ``key``."""
     if get_origin(hint) is Literal:
@@ -336,12 +340,24 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         _check(ok, key, "an integer", value)
         return int(value)
     if hint is float:
-        if isinstance(value, str) and value.strip().lower() in {"inf", "infinity"}:
+        unbounded = key in _MAY_BE_INFINITE
+        # JSON has no infinity: a stored config holds ``null`` for it (fedprune.io's policy)
+        if unbounded and (
+            value is None
+            or (isinstance(value, str) and value.strip().lower() in {"inf", "infinity"})
+        ):
             return math.inf
         _check(
             isinstance(value, int | float) and not isinstance(value, bool), key, "a number", value
         )
-        return float(value)
+        number = float(value)
+        _check(
+            math.isfinite(number) or (unbounded and number == math.inf),
+            key,
+            "a finite number" + (" or inf" if unbounded else ""),
+            value,
+        )
+        return number
     if hint is str:
         _check(isinstance(value, str), key, "a string", value)
         return value

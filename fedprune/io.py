@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["atomic_write", "read_json", "to_json_text", "to_jsonable", "write_csv", "write_json"]
+__all__ = [
+    "atomic_write",
+    "ensure_writable_dir",
+    "read_json",
+    "to_json_text",
+    "to_jsonable",
+    "write_csv",
+    "write_json",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -111,3 +119,25 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def ensure_writable_dir(path: str | Path, *, what: str, mode: int = 0o777) -> Path:
+    """Create directory ``path`` (and parents, with permission bits ``mode``) if missing and
+    check that a file can be created in it; commands call this before any work, so a bad path
+    fails at once instead of after hours of training. Returns ``path``.
+
+    Raises
+    ------
+    PermissionError
+        ``path`` cannot be created or written (the message names ``what``, the path and why).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{what} {str(path)!r} is not a writable directory: {err.strerror or err}"
+        ) from None
+    return path

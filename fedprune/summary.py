@@ -36,6 +36,9 @@ class HolderSpend:
     rounds_refused: int = 0
     refused: str = ""
     """Why the holder refused its last refused round (empty: never refused)."""
+    rounds_malformed: int = 0
+    """Replies the server dropped as malformed (wrong size, negative weight, non-finite values);
+    nothing else such a reply claimed is recorded."""
     noise_multiplier: float | None = None
     sample_rate: float | None = None
     steps: int = 0
@@ -90,6 +93,26 @@ class RunSummary:
     def rounds_completed(self) -> int:
         """Federated rounds with a recorded evaluation."""
         return sum(1 for r in self.rounds if r.test_accuracy is not None)
+
+    def idle_reason(self, *, after_round: int = 0) -> str:
+        """Why no client trained in any round after ``after_round`` (empty if one did, or if no
+        such round ran): the distinct refusal reasons, failure count and skip reasons, on one
+        line."""
+        rows = [r for r in self.rounds if r.round > after_round]
+        if not rows or any(r.clients_trained > 0 for r in rows):
+            return ""
+        holders = self.holders.items()
+        reasons = [f"client {name} refused: {h.refused}" for name, h in holders if h.refused]
+        malformed = sorted(name for name, h in holders if h.rounds_malformed)
+        if malformed:
+            reasons.append(f"malformed replies from clients {malformed}")
+        failures = sum(r.failures for r in rows)
+        if failures:
+            reasons.append(f"{failures} failed or dropped replies")
+        reasons += sorted({r.skipped for r in rows if r.skipped} - {"no client trained"})
+        first, last = rows[0].round, rows[-1].round
+        span = f"round {first}" if first == last else f"rounds {first}-{last}"
+        return f"no client trained in {span}: " + ("; ".join(reasons) or "no client replied")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (plus the derived ``epsilon`` and ``rounds_completed``)."""

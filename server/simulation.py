@@ -17,16 +17,24 @@ import argparse
 import importlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from fedprune.config import RunConfig
 from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, add_output_flags, overrides
+from fedprune.io import ensure_writable_dir
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.summary import RunSummary
 
-__all__ = ["CLIENT_APP_FACTORY", "register", "run_federated", "simulated_node_policy"]
+__all__ = [
+    "CLIENT_APP_FACTORY",
+    "preflight",
+    "register",
+    "run_federated",
+    "simulated_node_policy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +104,31 @@ def run_federated(
     return sink[0]
 
 
+def preflight(config: RunConfig, policy: PrivacyPolicy) -> int:
+    """Check everything a run can fail on before it starts; return the rounds already done.
+
+    Bad input then fails at once, in the launcher (one-line error, nothing written), instead of
+    inside the simulation: a partition the data cannot give every client, an out-dir or (for a
+    private run) a node ledger directory that cannot be written, a checkpoint that is corrupt
+    or was written with other settings (``--resume``).
+
+    Raises
+    ------
+    ValueError, PermissionError
+        Naming the setting or path.
+    """
+    from fedprune.federated.client_round import check_partitions
+    from server.server_app import _resumable_checkpoint
+
+    check_partitions(config)
+    if config.out_dir:
+        ensure_writable_dir(config.out_dir, what="out-dir")
+    if config.privacy.enabled:
+        ensure_writable_dir(policy.ledger_path, what="ledger-dir", mode=0o700)
+    checkpoint = _resumable_checkpoint(config)
+    return 0 if checkpoint is None else checkpoint.round
+
+
 def _run(args: argparse.Namespace) -> int:
     flat = overrides(args, COMMON_FLAGS + FEDERATED_FLAGS)
     if args.secagg is not None:
@@ -111,7 +144,14 @@ def _run(args: argparse.Namespace) -> int:
         max_epsilon=args.node_max_epsilon,
         reproducible_noise=args.reproducible_noise,
     )
-    run_federated(flat, policy=policy, progress=not args.quiet)
+    out_dir = Path(config.out_dir).resolve()
+    done = preflight(config.replace(**{"out-dir": str(out_dir)}), policy)  # before Ray starts
+    summary = run_federated(flat, policy=policy, progress=not args.quiet)
+    idle = summary.idle_reason(after_round=done)
+    if idle:
+        # The run finished, but trained nothing: not a success to script around.
+        print(f"fedprune: error: {' '.join(idle.split())} (results in {out_dir})", file=sys.stderr)
+        return 1
     return 0
 
 

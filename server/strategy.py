@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from fedprune.federated import ClientReply, FederatedServer, model_to_arrays
 from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
 from server.legacy import (
@@ -75,7 +77,7 @@ class MaskedDPFedAvg(FedAvg):
         """Apply ``server_lr`` x the weighted mean of the clients' selected-coordinate updates."""
         replies = [
             ClientReply(
-                update=parameters_to_ndarrays(res.parameters)[0],
+                update=_one_vector(parameters_to_ndarrays(res.parameters)),
                 num_examples=int(res.num_examples),
                 metrics=dict(res.metrics),
             )
@@ -113,3 +115,11 @@ class MaskedDPFedAvg(FedAvg):
             num_clients=max(client_manager.num_available(), self.min_fit_clients),
             min_num_clients=self.min_fit_clients,
         )
+
+
+def _one_vector(arrays: list[np.ndarray]) -> np.ndarray:
+    """A reply's arrays as one flat vector (a well-formed reply has exactly one); the server
+    checks its length against the mask, so a reply with none or too many is dropped there."""
+    if not arrays:
+        return np.empty(0, dtype=np.float32)
+    return np.concatenate([np.asarray(a).reshape(-1) for a in arrays])

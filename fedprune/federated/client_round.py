@@ -25,7 +25,7 @@ from fedprune.federated.protocol import (
     METRIC_STEPS,
     arrays_to_model,
 )
-from fedprune.masks import ParameterMask
+from fedprune.masks import MaskError, ParameterMask
 from fedprune.pipeline import build_model, load_split
 from fedprune.privacy import PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.privacy.accounting import check_delta
@@ -35,8 +35,10 @@ from fedprune.training.recipe import noise_source, round_epochs, train_round
 
 __all__ = [
     "ClientRoundResult",
+    "check_partitions",
     "client_partition",
     "ledger_holder",
+    "refused_round",
     "run_client_round",
     "secagg_clipped",
 ]
@@ -96,6 +98,32 @@ def client_partition(
     return client_dataset(private, parts[partition_id])
 
 
+def check_partitions(config: RunConfig) -> None:
+    """Check that the private split gives each of ``federated.num_clients`` clients records.
+
+    Launchers call this before starting any client, so that a run asking for more clients than
+    there are records fails at once, naming the setting, instead of in every client.
+
+    Raises
+    ------
+    ValueError
+        Naming ``federated.num-clients`` and why the partition is impossible.
+    """
+    n = config.federated.num_clients
+    data = config.data
+    try:
+        partition_indices(
+            _cached_split(data, config.seed).private.labels,
+            num_clients=n,
+            scheme=data.partition,
+            seed=config.seed,
+            alpha=data.dirichlet_alpha,
+            shards_per_client=data.shards_per_client,
+        )
+    except ValueError as err:
+        raise ValueError(f"config federated.num-clients={n}: {err}") from None
+
+
 def ledger_holder(config: RunConfig, partition_id: int) -> str:
     """The ledger name of a client's data: one per dataset and partition, not per run, so a
     second run on the same records continues the same ledger."""
@@ -120,7 +148,8 @@ def run_client_round(
     (:meth:`PrivacyPolicy.resolve`). The client's ledger lives in ``store`` (default: the
     policy's ledger directory), persisted after every round. The client **refuses** -- before
     any step, replying with a zero update, weight 0 and the reason in
-    ``metrics[METRIC_REFUSED]`` -- when the request is weaker than its policy, when delta is not
+    ``metrics[METRIC_REFUSED]`` -- when the server's mask does not fit the model, when the
+    request is weaker than its policy, when delta is not
     below ``1/n`` for its ``n`` records, when the round's noise is below its floor, when the
     round would take its ledger past its budget, or when its ledger fails its integrity check.
 
@@ -137,17 +166,21 @@ def run_client_round(
     )
     model = build_model(config, _cached_split(config.data, config.seed))
     arrays_to_model(model, global_arrays)
-    mask.validate_for(model)
+    try:
+        mask.validate_for(model)
+    except MaskError as err:
+        return refused_round(
+            partition_id=partition_id,
+            reason=f"the server's mask does not fit the model: {err}",
+            num_selected=mask.num_selected,
+            policy=policy,
+        )
     before = mask.gather(dict(model.named_parameters()))
     rounds = round_epochs(config, federated=True)
     if not 1 <= server_round <= len(rounds):
         raise ValueError(f"expected server_round in [1, {len(rounds)}], got {server_round}")
     n = len(data)
-    metrics: Metrics = {
-        METRIC_PARTITION_ID: partition_id,
-        METRIC_REFUSED: "",
-        METRIC_NOISE: "reproducible" if policy.reproducible_noise else "secure",
-    }
+    metrics = _base_metrics(partition_id, policy)
     store = store if store is not None else LedgerStore(policy.ledger_path)
     holder = ledger_holder(config, partition_id)
     ledger: PrivacyLedger | None = None
@@ -192,11 +225,12 @@ def run_client_round(
         SecAggWeightError,
     ) as err:
         logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
-        metrics |= {METRIC_REFUSED: str(err), METRIC_ROUND_STEPS: 0}
-        if ledger is not None:
-            metrics |= _ledger_metrics(ledger)
-        return ClientRoundResult(
-            update=np.zeros(mask.num_selected, dtype=np.float32), num_examples=0, metrics=metrics
+        return refused_round(
+            partition_id=partition_id,
+            reason=str(err),
+            num_selected=mask.num_selected,
+            policy=policy,
+            ledger=ledger,
         )
     metrics[METRIC_ROUND_STEPS] = result.steps
     if result.plan is not None and ledger is not None:
@@ -209,6 +243,33 @@ def run_client_round(
     if config.secagg.enabled:
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
+
+
+def refused_round(
+    *,
+    partition_id: int,
+    reason: str,
+    num_selected: int,
+    policy: PrivacyPolicy,
+    ledger: PrivacyLedger | None = None,
+) -> ClientRoundResult:
+    """The reply of a client that took no step this round: a zero update of ``num_selected``
+    values (0 when the mask could not even be read), weight 0, ``reason`` in
+    ``metrics[METRIC_REFUSED]``, and the ledger's figures when it was opened."""
+    metrics = _base_metrics(partition_id, policy) | {METRIC_REFUSED: reason, METRIC_ROUND_STEPS: 0}
+    if ledger is not None:
+        metrics |= _ledger_metrics(ledger)
+    return ClientRoundResult(
+        update=np.zeros(num_selected, dtype=np.float32), num_examples=0, metrics=metrics
+    )
+
+
+def _base_metrics(partition_id: int, policy: PrivacyPolicy) -> Metrics:
+    return {
+        METRIC_PARTITION_ID: partition_id,
+        METRIC_REFUSED: "",
+        METRIC_NOISE: "reproducible" if policy.reproducible_noise else "secure",
+    }
 
 
 def _check_delta(delta: float, n: int, partition_id: int) -> None:

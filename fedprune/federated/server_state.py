@@ -146,9 +146,16 @@ class FederatedServer:
         if self.mask is None:
             raise RuntimeError("aggregate before any mask was sent")
         row = RoundRecord(round=server_round, failures=failures)
-        valid = [r for r in replies if self._well_formed(server_round, r)]
+        checked = [(r, self._well_formed(server_round, r)) for r in replies]
+        valid = [r for r, ok in checked if ok]
         row.failures += len(replies) - len(valid)
-        replies = valid
+        for reply, ok in checked:
+            if not ok:  # the client is named in the summary; nothing else it claimed is kept
+                holder = self.summary.holders.setdefault(str(_partition_id(reply)), HolderSpend())
+                holder.rounds_malformed += 1
+        # Replies arrive in whatever order the clients finish; a fixed order makes the float
+        # sum -- and so a resumed run's model -- independent of it.
+        replies = sorted(valid, key=_partition_id)
         for reply in replies:
             pid = self._record_client(server_round, reply)
             if reply.metrics.get(METRIC_REFUSED):
@@ -193,20 +200,20 @@ class FederatedServer:
         return result.loss, result.accuracy
 
     def _well_formed(self, server_round: int, reply: ClientReply) -> bool:
-        """Whether ``reply`` has a non-negative weight and one value per selected coordinate,
-        all finite if its weight is positive; a malformed reply is dropped (logged), the round
-        goes on.
+        """Whether ``reply`` has a non-negative weight and, if its weight is positive, one finite
+        value per selected coordinate; a malformed reply is dropped (logged), the round goes on.
 
-        A zero-weight (refusing) reply's values are never used. Under SecAgg+ every reply
-        carries the shared average, which is NaN/inf when every client refused (total weight
-        0): those replies are refusals to record, not malformed ones.
+        A zero-weight (refusing) reply's values are never used: a client that could not read
+        the mask refuses with an empty vector. Under SecAgg+ every reply carries the shared
+        average, which is NaN/inf when every client refused (total weight 0): those replies
+        are refusals to record, not malformed ones.
         """
         assert self.mask is not None
         update = np.asarray(reply.update)
         problem = ""
         if reply.num_examples < 0:
             problem = f"negative weight {reply.num_examples}"
-        elif update.size != self.mask.num_selected:
+        elif reply.num_examples > 0 and update.size != self.mask.num_selected:
             problem = f"{update.size} values, expected {self.mask.num_selected}"
         elif reply.num_examples > 0 and not np.isfinite(update).all():
             problem = "non-finite values"
@@ -221,7 +228,7 @@ class FederatedServer:
 
     def _record_client(self, server_round: int, reply: ClientReply) -> int:
         m = reply.metrics
-        pid = int(m.get(METRIC_PARTITION_ID, -1))
+        pid = _partition_id(reply)
         holder = self.summary.holders.setdefault(str(pid), HolderSpend())
         reason = str(m.get(METRIC_REFUSED, ""))
         if reason:
@@ -261,3 +268,9 @@ class FederatedServer:
             return vectors[0].astype(np.float32)
         stacked = np.stack([v.astype(np.float64) for v in vectors])
         return np.average(stacked, axis=0, weights=weights).astype(np.float32)
+
+
+def _partition_id(reply: ClientReply) -> int:
+    """The partition id a reply claims (-1 when it names none, or not as an integer)."""
+    pid = reply.metrics.get(METRIC_PARTITION_ID, -1)
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else -1

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Context, RecordDict
 from torch import nn
 
@@ -21,6 +22,7 @@ from fedprune.federated.protocol import (
     METRIC_EPSILON,
     METRIC_NOISE,
     METRIC_REFUSED,
+    METRIC_ROUND_STEPS,
     METRIC_STEPS,
 )
 from fedprune.masks import ParameterMask
@@ -161,3 +163,64 @@ def test_launcher_settings_reach_the_client_without_touching_the_context(
     assert num_examples == 0 and "max_epsilon=0.1" in str(metrics[METRIC_REFUSED])
     assert dict(context.run_config) == {}
     assert set(context.node_config) == {"partition-id", "num-partitions", "max-epsilon"}
+
+
+# -- a bad mask from the server is refused, not raised -------------------------------------------
+
+
+def _corruptions(mask: ParameterMask) -> dict[str, object]:
+    good = mask.to_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    return {
+        "flipped bit": bytes(flipped),
+        "truncated": good[: len(good) - 3],
+        "empty": b"",
+        "not bytes": "a mask",
+        "missing": None,
+    }
+
+
+@pytest.mark.parametrize("case", ["flipped bit", "truncated", "empty", "not bytes", "missing"])
+def test_an_unreadable_mask_is_refused_with_the_reason(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask, case: str
+) -> None:
+    fit_config = _fit_config(mask, 1)
+    value = _corruptions(mask)[case]
+    if value is None:
+        del fit_config[CONFIG_MASK]
+    else:
+        fit_config[CONFIG_MASK] = value
+
+    vectors, num_examples, metrics = MaskedDPClient(_context(small_config)).fit(
+        model_to_arrays(fresh_model), fit_config
+    )
+
+    assert num_examples == 0
+    assert len(vectors) == 1 and vectors[0].size == 0  # the mask's size is unknown
+    reason = str(metrics[METRIC_REFUSED])
+    assert reason.startswith("unreadable mask from the server: ")
+    expected = {
+        "flipped bit": "checksum mismatch",
+        "truncated": "truncated",
+        "empty": "truncated",
+        "not bytes": "expected the mask as bytes, got str",
+        "missing": "expected the mask as bytes, got NoneType",
+    }[case]
+    assert expected in reason
+    assert metrics[METRIC_ROUND_STEPS] == 0
+    assert not default_ledger_dir().exists()  # no ledger was even opened: nothing was spent
+
+
+def test_a_mask_for_another_model_is_refused_naming_the_tensor(
+    small_config: RunConfig, fresh_model: nn.Module, mask: ParameterMask
+) -> None:
+    other = ParameterMask({**{n: mask[n] for n in mask}, "extra.weight": torch.ones(2, 2) > 0})
+    vectors, num_examples, metrics = MaskedDPClient(_context(small_config)).fit(
+        model_to_arrays(fresh_model), _fit_config(other, 1)
+    )
+    assert num_examples == 0
+    assert vectors[0].shape == (other.num_selected,) and not vectors[0].any()
+    reason = str(metrics[METRIC_REFUSED])
+    assert "the server's mask does not fit the model" in reason and "extra.weight" in reason
+    assert not default_ledger_dir().exists()

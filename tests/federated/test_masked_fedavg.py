@@ -21,7 +21,7 @@ from fedprune.federated import FederatedServer, model_to_arrays
 from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, pick_mask
-from fedprune.summary import RunSummary, format_table
+from fedprune.summary import HolderSpend, RunSummary, format_table
 from server.legacy import ndarrays_to_parameters, parameters_to_ndarrays
 from server.strategy import MaskedDPFedAvg
 
@@ -445,8 +445,12 @@ def test_a_malformed_reply_is_dropped_and_the_round_goes_on(
     assert row.failures == 1
     assert row.clients_trained == 2
     assert row.skipped == ""
-    # nothing the malformed reply claimed enters the summary
-    assert set(strategy.server.summary.holders) == {"0", "2"}
+    # the client is named, but nothing the malformed reply claimed enters the summary
+    holders = strategy.server.summary.holders
+    assert set(holders) == {"0", "1", "2"}
+    assert dataclasses.asdict(holders["1"]) == dataclasses.asdict(HolderSpend(rounds_malformed=1))
+    assert holders["0"].rounds_malformed == holders["2"].rounds_malformed == 0
+    assert strategy.server.summary.epsilon == 1.25  # not the 9.0 the malformed reply claimed
     # the run goes on: the next round is evaluated and aggregated as usual
     params = strategy.initialize_parameters(client_manager)
     assert params is not None
