@@ -42,7 +42,7 @@ __all__ = ["FastMaskedDPSGD", "unsupported_parameters"]
 
 # An elementwise gathered multiply-add costs about this many BLAS multiply-adds (measured on
 # this machine's CPU with benchmarks/; only the choice of strategy depends on it, not the result).
-_GATHER_COST = 4.0
+_GATHER_COST = float(__import__("os").environ.get("FP_GC", "4"))
 # Upper bound on the elements of one gathered (B, chunk, T) intermediate (16 MiB of float32).
 _GATHER_CHUNK = 1 << 22
 
@@ -100,6 +100,10 @@ class _Selection:
     flat: torch.Tensor | None = None  # flat indices of the selected coordinates
     rows: torch.Tensor | None = None  # for 2-D (weight viewed as (p, d)): row of each entry
     cols: torch.Tensor | None = None
+    used_rows: torch.Tensor | None = None  # sorted distinct rows / columns with an entry
+    used_cols: torch.Tensor | None = None
+    row_pos: torch.Tensor | None = None  # position of each entry's row in used_rows
+    col_pos: torch.Tensor | None = None
 
 
 @dataclass
@@ -197,13 +201,20 @@ class FastMaskedDPSGD:
             m = m.to(p.device, copy=True)
             flat = m.reshape(-1).nonzero().squeeze(1)
             width = p[0].numel() if p.dim() >= 2 else 1
+            rows, cols = flat // width, flat % width
+            used_rows, row_pos = torch.unique(rows, return_inverse=True)
+            used_cols, col_pos = torch.unique(cols, return_inverse=True)
             sel.append(
                 _Selection(
                     mask=m,
                     count=int(flat.numel()),
                     flat=flat,
-                    rows=flat // width,
-                    cols=flat % width,
+                    rows=rows,
+                    cols=cols,
+                    used_rows=used_rows,
+                    used_cols=used_cols,
+                    row_pos=row_pos,
+                    col_pos=col_pos,
                 )
             )
         self._sel = sel
@@ -237,14 +248,16 @@ class FastMaskedDPSGD:
         std = self.noise_multiplier * self.max_grad_norm
         for i, p in enumerate(self.params):
             sel = self._sel[i]
-            grad = sums.get(i)
-            if grad is None:
-                grad = torch.zeros_like(p)
+            summed = sums.get(i)
             if sel.mask is None:
+                grad = torch.zeros_like(p) if summed is None else summed
                 grad += self.noise.gaussian(grad, std)
             else:
-                selected = grad[sel.mask]
-                grad[sel.mask] = selected + self.noise.gaussian(selected, std)
+                # ``summed`` holds the K selected coordinates only (row-major, like grad[mask])
+                assert sel.flat is not None
+                values = p.new_zeros(sel.count) if summed is None else summed
+                grad = torch.zeros_like(p)
+                grad.view(-1)[sel.flat] = values + self.noise.gaussian(values, std)
             p.grad = grad / self.expected_batch_size
         if self.step_hook is not None:
             self.step_hook()
@@ -304,9 +317,7 @@ class FastMaskedDPSGD:
         clip = (self.max_grad_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
         sums: dict[int, torch.Tensor] = {}
         for _, summed in layers:
-            for i, s in summed(clip).items():
-                sel = self._sel[i]
-                sums[i] = s if sel.mask is None else s.masked_fill_(~sel.mask, 0.0)
+            sums.update(summed(clip))
         return sums
 
     def _layer(
@@ -331,41 +342,70 @@ class FastMaskedDPSGD:
     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], dict[int, torch.Tensor]]]:
         conv = isinstance(module, nn.Conv2d)
         batch = inputs[0].shape[0]
-        # channel-first per-example views: a (B, d, T), go (B, p, T)
-        a_cf, go_cf = [], []
-        for a, go in zip(inputs, gos, strict=True):
-            if conv:
-                assert isinstance(module, nn.Conv2d)
-                a_cf.append(
-                    F.unfold(
-                        a,
-                        module.kernel_size,
-                        dilation=module.dilation,
-                        padding=module.padding,  # type: ignore[arg-type]
-                        stride=module.stride,
-                    )
-                )
-                go_cf.append(go.reshape(batch, go.shape[1], -1))
+        w = module.weight
+        assert isinstance(w, torch.Tensor)
+        p_out, d_in = w.shape[0], w[0].numel()
+        w_sel = self._sel[mine["weight"]] if "weight" in mine else None
+        sq = torch.zeros(batch, dtype=gos[0].dtype)
+        gathered: torch.Tensor | None = None  # (K, B) per-example selected weight entries
+        materialised: torch.Tensor | None = None  # (B, K) the same, from a batched GEMM
+        if w_sel is not None and _use_gather(w_sel, p_out, d_in):
+            # only the used columns of the (unfolded) input and used rows of go, entry-major
+            a_em = torch.cat([_input_columns(module, a, w_sel) for a in inputs], dim=2)
+            go_em = torch.cat([_output_rows(go, w_sel) for go in gos], dim=2)
+            gathered = _gather_entries(a_em, go_em, w_sel)
+            sq = sq + gathered.pow(2).sum(dim=0)
+        elif w_sel is not None and conv:
+            # per-example gradients as one convolution backward with the batch as groups
+            assert isinstance(module, nn.Conv2d)
+            per_ex = sum(
+                _conv_per_example(module, a, go) for a, go in zip(inputs, gos, strict=True)
+            )
+            assert isinstance(per_ex, torch.Tensor)
+            if w_sel.flat is not None:
+                per_ex = per_ex[:, w_sel.flat]
+            materialised = per_ex
+            sq = sq + per_ex.pow(2).sum(dim=1)
+        elif w_sel is not None:
+            # channel-first per-example views: a (B, d, T), go (B, p, T)
+            a_cf = [a.reshape(batch, -1, a.shape[-1]).transpose(1, 2) for a in inputs]
+            go_cf = [go.reshape(batch, -1, go.shape[-1]).transpose(1, 2) for go in gos]
+            a_all = a_cf[0] if len(a_cf) == 1 else torch.cat(a_cf, dim=2)
+            go_all = go_cf[0] if len(go_cf) == 1 else torch.cat(go_cf, dim=2)
+            t = a_all.shape[2]
+            if w_sel.flat is None and t * (p_out + d_in) <= p_out * d_in:
+                # ghost norm: ||sum_t go_t a_t^T||^2 = sum_{t,s} (a_t . a_s)(go_t . go_s)
+                gram_a = torch.bmm(a_all.transpose(1, 2), a_all)
+                gram_g = torch.bmm(go_all.transpose(1, 2), go_all)
+                sq = sq + (gram_a * gram_g).sum(dim=(1, 2))
             else:
-                a_cf.append(a.reshape(batch, -1, a.shape[-1]).transpose(1, 2))
-                go_cf.append(go.reshape(batch, -1, go.shape[-1]).transpose(1, 2))
-        a_all = a_cf[0] if len(a_cf) == 1 else torch.cat(a_cf, dim=2)
-        go_all = go_cf[0] if len(go_cf) == 1 else torch.cat(go_cf, dim=2)
-        sq = torch.zeros(batch, dtype=go_all.dtype)
-        if "weight" in mine:
-            sq = sq + _weight_norms_sq(a_all, go_all, self._sel[mine["weight"]])
+                # materialise the per-example gradients (one batched GEMM), keep the selected
+                per_ex = torch.bmm(go_all, a_all.transpose(1, 2)).reshape(batch, -1)
+                if w_sel.flat is not None:
+                    per_ex = per_ex[:, w_sel.flat]
+                materialised = per_ex
+                sq = sq + per_ex.pow(2).sum(dim=1)
         bias_ps: torch.Tensor | None = None
         if "bias" in mine:
-            bias_ps = go_all.sum(dim=2)  # (B, p): per-example bias gradients are cheap
+            # per-example bias gradients (B, p) are cheap: go summed over positions
+            per_call = [
+                go.sum(dim=(2, 3)) if conv else go.reshape(batch, -1, p_out).sum(dim=1)
+                for go in gos
+            ]
+            bias_ps = per_call[0] if len(per_call) == 1 else torch.stack(per_call).sum(dim=0)
             sel = self._sel[mine["bias"]]
-            picked = bias_ps if sel.flat is None else bias_ps[:, sel.flat]
-            sq = sq + picked.pow(2).sum(dim=1)
+            if sel.flat is not None:
+                bias_ps = bias_ps[:, sel.flat]
+            sq = sq + bias_ps.pow(2).sum(dim=1)
 
         def summed(clip: torch.Tensor) -> dict[int, torch.Tensor]:
             out: dict[int, torch.Tensor] = {}
-            if "weight" in mine:
-                w = module.weight
-                assert isinstance(w, torch.Tensor)
+            if w_sel is not None and gathered is not None:
+                out[mine["weight"]] = gathered @ clip
+            elif w_sel is not None and materialised is not None:
+                total = clip @ materialised
+                out[mine["weight"]] = total if w_sel.flat is not None else total.view_as(w)
+            elif w_sel is not None:
                 total = torch.zeros_like(w)
                 for a, go in zip(inputs, gos, strict=True):
                     scaled = go * clip.view(-1, *([1] * (go.dim() - 1)))
@@ -381,9 +421,9 @@ class FastMaskedDPSGD:
                         )
                     else:
                         total += scaled.reshape(-1, w.shape[0]).t() @ a.reshape(-1, w.shape[1])
-                out[mine["weight"]] = total
+                out[mine["weight"]] = total if w_sel.flat is None else total.view(-1)[w_sel.flat]
             if bias_ps is not None:
-                out[mine["bias"]] = clip.to(bias_ps.dtype) @ bias_ps
+                out[mine["bias"]] = clip @ bias_ps
             return out
 
         return sq, summed
@@ -397,51 +437,118 @@ class FastMaskedDPSGD:
     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], dict[int, torch.Tensor]]]:
         sampler = _exact_sampler(module)
         assert sampler is not None
+        batch = inputs[0].shape[0]
         per_example: dict[int, torch.Tensor] = {}
         for a, go in zip(inputs, gos, strict=True):
             for p, g in sampler(module, [a], go).items():
                 i = self._index.get(id(p))
                 if i is None or i not in mine.values():
                     continue
+                g = g.reshape(batch, -1)
                 per_example[i] = g if i not in per_example else per_example[i] + g
-        batch = inputs[0].shape[0]
         sq = torch.zeros(batch, dtype=gos[0].dtype)
-        for i, g in per_example.items():
-            sel = self._sel[i]
-            if sel.mask is not None:
-                g.masked_fill_(~sel.mask, 0.0)
-            sq = sq + g.reshape(batch, -1).pow(2).sum(dim=1)
+        for i, g in list(per_example.items()):
+            flat = self._sel[i].flat
+            if flat is not None:
+                per_example[i] = g = g[:, flat]  # only the selected entries, (B, K)
+            sq = sq + g.pow(2).sum(dim=1)
 
         def summed(clip: torch.Tensor) -> dict[int, torch.Tensor]:
-            return {i: torch.einsum("b,b...->...", clip, g) for i, g in per_example.items()}
+            out = {}
+            for i, g in per_example.items():
+                total = clip @ g
+                out[i] = total if self._sel[i].flat is not None else total.view_as(self.params[i])
+            return out
 
         return sq, summed
 
 
-def _weight_norms_sq(a: torch.Tensor, go: torch.Tensor, sel: _Selection) -> torch.Tensor:
-    """Per-example squared norms of the selected entries of ``sum_t go[:, :, t] a[:, :, t]^T``.
+def _use_gather(sel: _Selection, p_out: int, d_in: int) -> bool:
+    """Whether gathering the K selected entries is cheaper than one batched GEMM of all."""
+    return sel.flat is not None and _GATHER_COST * sel.count < p_out * d_in
 
-    ``a`` is ``(B, d, T)``, ``go`` is ``(B, p, T)``; the weight is viewed as ``(p, d)``.
+
+def _conv_per_example(module: nn.Conv2d, a: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
+    """Per-example weight gradients ``(B, Cout*Cin*kh*kw)`` of a ``groups=1`` convolution: the
+    batch folded into channels, one weight-gradient kernel with ``groups=B`` (as cheap as the
+    non-private weight gradient; CPU ``unfold`` + ``bmm`` is several times slower)."""
+    b, c = a.shape[:2]
+    cout = go.shape[1]
+    weight = go.new_empty(1).expand(b * cout, c, *module.kernel_size)
+    grad = torch.ops.aten.convolution_backward(
+        go.reshape(1, b * cout, *go.shape[2:]),
+        a.reshape(1, b * c, *a.shape[2:]),
+        weight,
+        None,
+        module.stride,
+        module.padding,
+        module.dilation,
+        False,
+        [0, 0],
+        b,
+        (False, True, False),
+    )[1]
+    return grad.reshape(b, -1)
+
+
+def _input_columns(module: nn.Module, a: torch.Tensor, sel: _Selection) -> torch.Tensor:
+    """The used columns of the layer's (unfolded) input, entry-major: ``(U, B, T)``.
+
+    For ``Conv2d`` the unfold column ``c * kh * kw + i * kw + j`` is read straight from the
+    zero-padded input as a strided slice: the full unfolded input is never built.
     """
-    batch, d, t = a.shape
-    p = go.shape[1]
-    materialise = t * p * d
-    if sel.mask is None:
-        ghost = t * t * (p + d)
-        if ghost <= materialise:
-            gram_a = torch.bmm(a.transpose(1, 2), a)
-            gram_g = torch.bmm(go.transpose(1, 2), go)
-            return (gram_a * gram_g).sum(dim=(1, 2))
-        return torch.bmm(go, a.transpose(1, 2)).pow(2).sum(dim=(1, 2))
-    assert sel.rows is not None and sel.cols is not None and sel.flat is not None
-    if _GATHER_COST * t * sel.count >= materialise:
-        full = torch.bmm(go, a.transpose(1, 2)).reshape(batch, -1)
-        return full[:, sel.flat].pow(2).sum(dim=1)
-    sq = torch.zeros(batch, dtype=go.dtype)
+    assert sel.used_cols is not None
+    batch = a.shape[0]
+    if isinstance(module, nn.Linear):
+        flat = a.reshape(batch, -1, a.shape[-1])  # (B, T, d)
+        return flat.index_select(2, sel.used_cols).permute(2, 0, 1).contiguous()
+    assert isinstance(module, nn.Conv2d)
+    kh, kw = module.kernel_size
+    sh, sw = module.stride
+    dh, dw = module.dilation
+    assert not isinstance(module.padding, str)
+    ph, pw = module.padding
+    x = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+    ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    wo = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    out = a.new_empty(len(sel.used_cols), batch, ho * wo)
+    channel, offset = sel.used_cols // (kh * kw), sel.used_cols % (kh * kw)
+    for q in torch.unique(offset).tolist():
+        at = (offset == q).nonzero().squeeze(1)
+        i, j = divmod(q, kw)
+        window = x[
+            :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+        ]
+        picked = window.index_select(1, channel[at])  # (B, n, Ho, Wo)
+        out[at] = picked.permute(1, 0, 2, 3).reshape(len(at), batch, ho * wo)
+    return out
+
+
+def _output_rows(go: torch.Tensor, sel: _Selection) -> torch.Tensor:
+    """The used rows (output features / channels) of ``go``, entry-major: ``(R, B, T)``."""
+    assert sel.used_rows is not None
+    batch = go.shape[0]
+    if go.dim() == 4:  # Conv2d: (B, p, Ho, Wo)
+        flat = go.reshape(batch, go.shape[1], -1)
+        return flat.index_select(1, sel.used_rows).permute(1, 0, 2).contiguous()
+    flat = go.reshape(batch, -1, go.shape[-1])  # (B, T, p)
+    return flat.index_select(2, sel.used_rows).permute(2, 0, 1).contiguous()
+
+
+def _gather_entries(a_em: torch.Tensor, go_em: torch.Tensor, sel: _Selection) -> torch.Tensor:
+    """Per-example values of the selected weight entries, ``(K, B)``:
+    ``g[k, b] = sum_t go[b, rows[k], t] * a[b, cols[k], t]``.
+
+    ``a_em`` (used columns) and ``go_em`` (used rows) are entry-major ``(U, B, T)``, so every
+    gathered row is one contiguous ``B*T`` block.
+    """
+    assert sel.row_pos is not None and sel.col_pos is not None
+    _, batch, t = a_em.shape
+    out = a_em.new_empty(sel.count, batch)
     chunk = max(1, _GATHER_CHUNK // max(1, batch * t))
     for start in range(0, sel.count, chunk):
-        rows = sel.rows[start : start + chunk]
-        cols = sel.cols[start : start + chunk]
-        g = (go[:, rows, :] * a[:, cols, :]).sum(dim=2)  # (B, chunk)
-        sq = sq + g.pow(2).sum(dim=1)
-    return sq
+        rows = sel.row_pos[start : start + chunk]
+        cols = sel.col_pos[start : start + chunk]
+        prod = go_em.index_select(0, rows).mul_(a_em.index_select(0, cols))
+        torch.sum(prod, dim=2, out=out[start : start + chunk])
+    return out
