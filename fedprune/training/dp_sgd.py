@@ -224,7 +224,8 @@ _ENGINES = ("auto", "fast", "reference")
 
 def _choose_engine(engine: Engine, model: nn.Module, mask: ParameterMask | None) -> str:
     """The engine to run: ``auto`` takes the fast one whenever it supports every trainable
-    parameter (benchmarks/ measured it no slower than the reference at every density)."""
+    parameter. Not yet density-aware: BENCHMARKS.md measured it faster than the reference when
+    dense and at 1 %, but slower at ~10 % on conv nets (see there)."""
     if engine not in _ENGINES:
         raise ValueError(f"expected engine in {_ENGINES}, got {engine!r}")
     if engine == "reference":
