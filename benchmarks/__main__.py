@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import steps
+from benchmarks import layers, steps
 from benchmarks.memory import pin_mmap_threshold
 
 METHODS = ["sgd", "opacus", "ghost", "reference", "fast"]
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: the headline Fashion-MNIST CNN run (eps=3, batch 64) for EPOCHS epochs",
     )
     p.add_argument("--data-dir", default="data", help="for --fashion")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="instead: per layer, measured vs modelled time of the fast engine's gather and "
+        "materialise strategies (checks the cost model on this machine)",
+    )
     return p
 
 
@@ -91,6 +97,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{float(r['wall_s']):>8.1f} s  acc {float(r['test_accuracy']):.3f}"  # type: ignore[arg-type]
                 f"  eps {float(r['epsilon']):.2f}"  # type: ignore[arg-type]
             )
+    elif args.layers:
+        rows = []
+        for model in args.models:
+            got = layers.measure(
+                model,
+                steps.INPUT_SHAPES[model],
+                densities=[d for d in args.densities if d < 1.0],
+                batch=args.batch,
+                repeats=args.rounds,
+            )
+            print(f"\n{model}: ms per call at batch {args.batch}", flush=True)
+            print(layers.table(got), flush=True)
+            rows.extend(got)
     else:
         if args.quick:
             args.rounds, args.steps = 1, 2

@@ -10,11 +10,22 @@ weights and biases of ``nn.Linear`` and ``nn.Conv2d``:
    is computed in the backward pass);
 2. per-example squared norms of the selected entries: for a weight entry ``(i, j)``,
    ``g[b] = sum_t go[b, i, t] * a[b, j, t]`` (``t`` runs over positions: 1 for a flat
-   ``Linear``, the ``unfold`` columns for ``Conv2d``), computed by one of three exact
-   strategies chosen per tensor by a cost model -- *gather* (only the ``K`` selected entries,
-   cost ``B*T*K``), *ghost* (fully selected tensors: ``sum_{t,s} (a_t . a_s)(go_t . go_s)``,
-   cost ``B*T^2*(p+d)``) or *materialise* (batched GEMM, cost ``B*T*p*d``, then read only the
-   selected entries);
+   ``Linear``, the ``unfold`` columns for ``Conv2d``), computed by one of these exact
+   strategies chosen per tensor:
+
+   * *skip*: a tensor with nothing selected gets no per-example work at all;
+   * *ghost* (fully selected ``Linear`` with ``T*(p+d) <= p*d``):
+     ``sum_{t,s} (a_t . a_s)(go_t . go_s)``, cost ``B*T^2*(p+d)``;
+   * for a partly selected weight, the cheaper of *gather* (only the ``K`` selected entries,
+     ``B*T*K`` products plus the used columns/rows copied) and *materialise* (every per-example
+     entry from one batched GEMM, or for ``Conv2d`` one grouped convolution, then read only the
+     selected ones), by a T-aware cost model in ns fitted on this machine (``_NS_GATHER`` ...;
+     ``python -m benchmarks --layers`` prints measured vs modelled per layer). For a flat
+     ``Linear`` (T = 1) gather is cheaper at any partial density; for a convolution only at low
+     density (about <= 2 % on the CNN and ResNet layers), since the grouped convolution is
+     memory-bound on ``p*d + T*(p+d)`` while gather reads ``K*T`` products;
+   * fully selected ``Conv2d`` and other fully selected ``Linear``: *materialise*.
+
 3. clipping factors ``c_b = min(1, C / (||g_b|| + 1e-6))`` (Opacus's formula), then the
    clipped *sum* ``sum_b c_b go_b a_b^T`` as one reweighted GEMM (``conv2d_weight`` for
    convolutions): the cost of the non-private weight gradient, masked to the selection.
@@ -40,9 +51,16 @@ from fedprune.privacy.noise import NoiseSource
 
 __all__ = ["FastMaskedDPSGD", "unsupported_parameters"]
 
-# An elementwise gathered multiply-add costs about this many BLAS multiply-adds (measured on
-# this machine's CPU with benchmarks/; only the choice of strategy depends on it, not the result).
-_GATHER_COST = float(__import__("os").environ.get("FP_GC", "4"))
+# Cost model of the two strategies for a partly selected weight, in ns per example, fitted to
+# ``python -m benchmarks --layers`` on the dev machine (1 thread; least squares over the Linear and
+# Conv2d layers of cnn and resnet at 1-30 % density). Only the choice depends on it, not the result.
+# gather: T * (_NS_GATHER * K + _NS_COPY * (U + R))   (K entries, U used columns, R used rows)
+# materialise: _NS_WRITE * p*d + _NS_READ * T * (p + d) + _NS_FLOP * T * p*d
+_NS_GATHER = 3.4  # one gathered multiply-add (two index_select reads, a multiply, a sum)
+_NS_COPY = 6.0  # one element of a used column / row copied entry-major
+_NS_WRITE = 4.0  # one per-example gradient element written, then its selected entries read
+_NS_READ = 0.9  # one element of the input / output gradient read by the per-example kernel
+_NS_FLOP = 0.004  # one multiply-add of the per-example GEMM / grouped convolution
 # Upper bound on the elements of one gathered (B, chunk, T) intermediate (16 MiB of float32).
 _GATHER_CHUNK = 1 << 22
 
@@ -98,12 +116,31 @@ class _Selection:
     mask: torch.Tensor | None  # None = every coordinate selected
     count: int
     flat: torch.Tensor | None = None  # flat indices of the selected coordinates
-    rows: torch.Tensor | None = None  # for 2-D (weight viewed as (p, d)): row of each entry
-    cols: torch.Tensor | None = None
     used_rows: torch.Tensor | None = None  # sorted distinct rows / columns with an entry
     used_cols: torch.Tensor | None = None
     row_pos: torch.Tensor | None = None  # position of each entry's row in used_rows
     col_pos: torch.Tensor | None = None
+
+
+def _selection(p: torch.Tensor, mask: torch.Tensor | None) -> _Selection:
+    """The precomputed selection of ``p`` for bool ``mask`` of its shape (``None`` = all)."""
+    if mask is None or bool(mask.all()):
+        return _Selection(mask=None, count=p.numel())
+    m = mask.to(p.device, copy=True)
+    flat = m.reshape(-1).nonzero().squeeze(1)
+    width = p[0].numel() if p.dim() >= 2 else 1
+    rows, cols = flat // width, flat % width
+    used_rows, row_pos = torch.unique(rows, return_inverse=True)
+    used_cols, col_pos = torch.unique(cols, return_inverse=True)
+    return _Selection(
+        mask=m,
+        count=int(flat.numel()),
+        flat=flat,
+        used_rows=used_rows,
+        used_cols=used_cols,
+        row_pos=row_pos,
+        col_pos=col_pos,
+    )
 
 
 @dataclass
@@ -195,28 +232,7 @@ class FastMaskedDPSGD:
         for i, (p, m) in enumerate(zip(self.params, masks, strict=True)):
             if m is not None and (m.dtype != torch.bool or m.shape != p.shape):
                 raise ValueError(f"mask {i} must be a bool tensor of shape {tuple(p.shape)}")
-            if m is None or bool(m.all()):
-                sel.append(_Selection(mask=None, count=p.numel()))
-                continue
-            m = m.to(p.device, copy=True)
-            flat = m.reshape(-1).nonzero().squeeze(1)
-            width = p[0].numel() if p.dim() >= 2 else 1
-            rows, cols = flat // width, flat % width
-            used_rows, row_pos = torch.unique(rows, return_inverse=True)
-            used_cols, col_pos = torch.unique(cols, return_inverse=True)
-            sel.append(
-                _Selection(
-                    mask=m,
-                    count=int(flat.numel()),
-                    flat=flat,
-                    rows=rows,
-                    cols=cols,
-                    used_rows=used_rows,
-                    used_cols=used_cols,
-                    row_pos=row_pos,
-                    col_pos=col_pos,
-                )
-            )
+            sel.append(_selection(p, m))
         self._sel = sel
 
     # ---- hooks ----------------------------------------------------------------------------
@@ -349,38 +365,26 @@ class FastMaskedDPSGD:
         sq = torch.zeros(batch, dtype=gos[0].dtype)
         gathered: torch.Tensor | None = None  # (K, B) per-example selected weight entries
         materialised: torch.Tensor | None = None  # (B, K) the same, from a batched GEMM
-        if w_sel is not None and _use_gather(w_sel, p_out, d_in):
-            # only the used columns of the (unfolded) input and used rows of go, entry-major
-            a_em = torch.cat([_input_columns(module, a, w_sel) for a in inputs], dim=2)
-            go_em = torch.cat([_output_rows(go, w_sel) for go in gos], dim=2)
-            gathered = _gather_entries(a_em, go_em, w_sel)
+        if w_sel is not None and _use_gather(w_sel, _positions(module, gos), p_out, d_in):
+            gathered = _gather_selected(module, inputs, gos, w_sel)
             sq = sq + gathered.pow(2).sum(dim=0)
         elif w_sel is not None and conv:
-            # per-example gradients as one convolution backward with the batch as groups
-            assert isinstance(module, nn.Conv2d)
-            per_ex = sum(
-                _conv_per_example(module, a, go) for a, go in zip(inputs, gos, strict=True)
-            )
-            assert isinstance(per_ex, torch.Tensor)
+            per_ex = _materialise(module, inputs, gos)
             if w_sel.flat is not None:
                 per_ex = per_ex[:, w_sel.flat]
             materialised = per_ex
             sq = sq + per_ex.pow(2).sum(dim=1)
         elif w_sel is not None:
-            # channel-first per-example views: a (B, d, T), go (B, p, T)
-            a_cf = [a.reshape(batch, -1, a.shape[-1]).transpose(1, 2) for a in inputs]
-            go_cf = [go.reshape(batch, -1, go.shape[-1]).transpose(1, 2) for go in gos]
-            a_all = a_cf[0] if len(a_cf) == 1 else torch.cat(a_cf, dim=2)
-            go_all = go_cf[0] if len(go_cf) == 1 else torch.cat(go_cf, dim=2)
-            t = a_all.shape[2]
-            if w_sel.flat is None and t * (p_out + d_in) <= p_out * d_in:
-                # ghost norm: ||sum_t go_t a_t^T||^2 = sum_{t,s} (a_t . a_s)(go_t . go_s)
+            if w_sel.flat is None and _positions(module, gos) * (p_out + d_in) <= p_out * d_in:
+                # ghost norm: ||sum_t go_t a_t^T||^2 = sum_{t,s} (a_t . a_s)(go_t . go_s),
+                # with channel-first per-example views a (B, d, T), go (B, p, T)
+                a_all = torch.cat([a.reshape(batch, -1, a.shape[-1]) for a in inputs], 1).mT
+                go_all = torch.cat([go.reshape(batch, -1, go.shape[-1]) for go in gos], 1).mT
                 gram_a = torch.bmm(a_all.transpose(1, 2), a_all)
                 gram_g = torch.bmm(go_all.transpose(1, 2), go_all)
                 sq = sq + (gram_a * gram_g).sum(dim=(1, 2))
             else:
-                # materialise the per-example gradients (one batched GEMM), keep the selected
-                per_ex = torch.bmm(go_all, a_all.transpose(1, 2)).reshape(batch, -1)
+                per_ex = _materialise(module, inputs, gos)
                 if w_sel.flat is not None:
                     per_ex = per_ex[:, w_sel.flat]
                 materialised = per_ex
@@ -463,9 +467,64 @@ class FastMaskedDPSGD:
         return sq, summed
 
 
-def _use_gather(sel: _Selection, p_out: int, d_in: int) -> bool:
-    """Whether gathering the K selected entries is cheaper than one batched GEMM of all."""
-    return sel.flat is not None and _GATHER_COST * sel.count < p_out * d_in
+def _gather_selected(
+    module: nn.Module, inputs: list[torch.Tensor], gos: list[torch.Tensor], sel: _Selection
+) -> torch.Tensor:
+    """*gather*: per-example values ``(K, B)`` of the selected entries of ``module.weight``
+    from its inputs and output gradients over every call (``sel.flat`` must not be ``None``)."""
+    # only the used columns of the (unfolded) input and used rows of go, entry-major
+    a_em = torch.cat([_input_columns(module, a, sel) for a in inputs], dim=2)
+    go_em = torch.cat([_output_rows(go, sel) for go in gos], dim=2)
+    return _gather_entries(a_em, go_em, sel)
+
+
+def _materialise(
+    module: nn.Module, inputs: list[torch.Tensor], gos: list[torch.Tensor]
+) -> torch.Tensor:
+    """*materialise*: every per-example weight gradient ``(B, p*d)`` of ``module``, summed over
+    its calls: one grouped convolution backward per call for ``Conv2d``, one batched GEMM over
+    the positions for ``Linear``."""
+    if isinstance(module, nn.Conv2d):
+        total = _conv_per_example(module, inputs[0], gos[0])
+        for a, go in zip(inputs[1:], gos[1:], strict=True):
+            total = total + _conv_per_example(module, a, go)
+        return total
+    batch = inputs[0].shape[0]
+    a_all = torch.cat([a.reshape(batch, -1, a.shape[-1]) for a in inputs], dim=1)  # (B, T, d)
+    go_all = torch.cat([go.reshape(batch, -1, go.shape[-1]) for go in gos], dim=1)  # (B, T, p)
+    return torch.bmm(go_all.transpose(1, 2), a_all).reshape(batch, -1)
+
+
+def _positions(module: nn.Module, gos: list[torch.Tensor]) -> int:
+    """``T``: positions per example summed over the calls (1 per call for a flat ``Linear``,
+    ``Ho*Wo`` for ``Conv2d``)."""
+    if isinstance(module, nn.Conv2d):
+        return sum(go[0, 0].numel() for go in gos)
+    return sum(go[0].numel() // go.shape[-1] for go in gos)
+
+
+def _gather_cost(sel: _Selection, positions: int) -> float:
+    """Modelled ns per example of *gather* for a partly selected weight (see ``_NS_GATHER``)."""
+    assert sel.used_rows is not None and sel.used_cols is not None
+    used = len(sel.used_rows) + len(sel.used_cols)
+    return positions * (_NS_GATHER * sel.count + _NS_COPY * used)
+
+
+def _materialise_cost(positions: int, p_out: int, d_in: int) -> float:
+    """Modelled ns per example of *materialise* (per-example GEMM / grouped convolution)."""
+    size = p_out * d_in
+    return _NS_WRITE * size + _NS_READ * positions * (p_out + d_in) + _NS_FLOP * positions * size
+
+
+def _use_gather(sel: _Selection, positions: int, p_out: int, d_in: int) -> bool:
+    """Whether gathering the K selected entries is modelled cheaper than materialising all
+    ``p_out * d_in`` per-example entries. T-aware: for a flat ``Linear`` (T = 1) gathering costs
+    a few ns per entry while materialising writes every entry, so gather wins at any partial
+    density; for a convolution gather reads ``K * T`` products while the grouped convolution is
+    bandwidth-bound on ``p*d + T*(p + d)``, so gather wins only at low density."""
+    if sel.flat is None:
+        return False
+    return _gather_cost(sel, positions) < _materialise_cost(positions, p_out, d_in)
 
 
 def _conv_per_example(module: nn.Conv2d, a: torch.Tensor, go: torch.Tensor) -> torch.Tensor:

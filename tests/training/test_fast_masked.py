@@ -1,6 +1,7 @@
 """The fast engine runs exactly the reference engine's mechanism: same models (to float
 tolerance) on every registered model, freeze and select mode, every strategy (gather,
-materialise, ghost); unselected coordinates bit-identical; same ledger; fallback choice."""
+materialise, ghost, skip; gather and materialise also forced on every partly selected weight);
+unselected coordinates bit-identical; same ledger; the cost model's choices; fallback choice."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fedprune.masks import ParameterMask
 from fedprune.models import create_model
 from fedprune.privacy import DPPlan, PrivacyLedger
 from fedprune.privacy.noise import ReproducibleNoise
+from fedprune.training import fast_masked
 from fedprune.training.dp_sgd import train_dp_sgd
 from fedprune.training.fast_masked import unsupported_parameters
 
@@ -80,6 +82,44 @@ def test_fast_equals_reference(name: str, density: float, select: bool) -> None:
         if not select:  # freeze mode: unselected coordinates bit-identical to the start
             off = ~mask[n]
             assert torch.equal(b.detach()[off], before[n].detach()[off]), n
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("forced", [True, False], ids=["gather", "materialise"])
+def test_every_partial_strategy_equals_reference(
+    name: str, forced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost model only picks between exact strategies: forcing either one for every partly
+    selected weight (Linear and Conv2d) still gives the reference engine's models."""
+    _, ref, _, _ = _train(name, "reference", 0.3, sigma=1.0, clip=0.3, select=True)
+    chosen: list[bool] = []
+
+    def use_gather(sel: fast_masked._Selection, *_: int) -> bool:
+        chosen.append(forced)
+        return forced and sel.flat is not None
+
+    monkeypatch.setattr(fast_masked, "_use_gather", use_gather)
+    _, fast, _, _ = _train(name, "fast", 0.3, sigma=1.0, clip=0.3, select=True)
+    assert chosen, "no partly selected weight reached the strategy choice"
+    for (n, a), (_, b) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=n)
+
+
+def _selection(shape: tuple[int, ...], density: float) -> fast_masked._Selection:
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.rand(shape, generator=gen) < density
+    return fast_masked._selection(torch.zeros(shape), mask)
+
+
+def test_cost_model_is_position_aware() -> None:
+    """A flat Linear (T = 1) gathers at any partial density (materialising writes all p*d
+    entries); a convolution (T = 196 positions) gathers at 1 % but materialises at 10 %."""
+    for density in (0.01, 0.1, 0.5, 0.9):
+        assert fast_masked._use_gather(_selection((128, 1024), density), 1, 128, 1024)
+    conv = (64, 32, 3, 3)
+    assert fast_masked._use_gather(_selection(conv, 0.002), 196, 64, 288)
+    assert not fast_masked._use_gather(_selection(conv, 0.1), 196, 64, 288)
+    assert not fast_masked._use_gather(_selection((128, 1024), 1.0), 1, 128, 1024)  # dense
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
