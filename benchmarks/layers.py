@@ -49,7 +49,9 @@ def measure(
     model_gather_ms, model_materialise_ms, chosen, faster}`` for one model."""
     torch.manual_seed(0)
     model = create_model(name, input_shape=input_shape, num_classes=10)
-    layers = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    layers: dict[nn.Module, str] = {
+        m: n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    }
     seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
