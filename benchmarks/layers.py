@@ -1,11 +1,13 @@
-"""Per layer: measured time of the fast engine's *gather* and *materialise* strategies for a
-partly selected weight vs what its cost model predicts (the data the ``_NS_*`` constants of
-``fedprune/training/fast_masked.py`` are fitted to, and a check of its choices on a machine).
+"""Per layer: measured time of the fast engine's *gather*, *materialise* and (flat ``Linear``)
+*bilinear* strategies for a partly selected weight vs what its cost model predicts (the data
+the ``_NS_*`` constants of ``fedprune/training/fast_masked.py`` are fitted to, and a check of
+its choices on a machine).
 
 For every ``Linear`` / ``Conv2d`` layer of a model, at batch ``B``, with the layer's real input
 and output gradient from one forward/backward pass of random data and a random mask of each
 density: best-of-``repeats`` wall time of each strategy (the per-example values of the selected
-entries, as the engine computes them) and the modelled time (ns per example x ``B``).
+entries, as the engine computes them; bilinear: the norms and the clipped sum's GEMM) and the
+modelled time (ns per example x ``B``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def _selected_of_all(
     return fm._materialise(module, [a], [go])[:, flat]
 
 
+def _bilinear_with_sum(a: torch.Tensor, go: torch.Tensor, sel: fm._Selection) -> torch.Tensor:
+    norms = fm._bilinear_norms(a, go, sel)
+    return (go.t() @ a).view(-1)[sel.flat] + norms.sum()
+
+
 def measure(
     name: str,
     input_shape: tuple[int, int, int],
@@ -45,8 +52,8 @@ def measure(
     batch: int,
     repeats: int = 3,
 ) -> list[dict[str, object]]:
-    """Rows ``{model, layer, kind, p, d, T, density, K, gather_ms, materialise_ms,
-    model_gather_ms, model_materialise_ms, chosen, faster}`` for one model."""
+    """Rows ``{model, layer, kind, p, d, T, density, K, <strategy>_ms, model_<strategy>_ms,
+    chosen, faster}`` for one model (``bilinear`` only for flat ``Linear`` layers)."""
     torch.manual_seed(0)
     model = create_model(name, input_shape=input_shape, num_classes=10)
     layers: dict[nn.Module, str] = {
@@ -82,6 +89,16 @@ def measure(
                 continue
             gather_ms = _best_ms(partial(fm._gather_selected, module, [a], [go], sel), repeats)
             mat_ms = _best_ms(partial(_selected_of_all, module, a, go, sel.flat), repeats)
+            conv = isinstance(module, nn.Conv2d)
+            measured = {"gather": gather_ms, "materialise": mat_ms}
+            if not conv and t == 1:
+                # bilinear: the norms' GEMM, and the clipped sum's GEMM it needs instead
+                measured["bilinear"] = _best_ms(partial(_bilinear_with_sum, a, go, sel), repeats)
+            modelled = {
+                "gather": fm._gather_cost(sel, t),
+                "materialise": fm._materialise_cost(t, p, d),
+                "bilinear": fm._NS_GEMM * 2 * p * d,
+            }
             rows.append(
                 {
                     "model": name,
@@ -92,12 +109,10 @@ def measure(
                     "T": t,
                     "density": density,
                     "K": sel.count,
-                    "gather_ms": gather_ms,
-                    "materialise_ms": mat_ms,
-                    "model_gather_ms": batch * fm._gather_cost(sel, t) / 1e6,
-                    "model_materialise_ms": batch * fm._materialise_cost(t, p, d) / 1e6,
-                    "chosen": "gather" if fm._use_gather(sel, t, p, d) else "materialise",
-                    "faster": "gather" if gather_ms < mat_ms else "materialise",
+                    **{f"{k}_ms": v for k, v in measured.items()},
+                    **{f"model_{k}_ms": batch * modelled[k] / 1e6 for k in measured},
+                    "chosen": fm._partial_strategy(sel, t, 1, p, d, conv),
+                    "faster": min(measured, key=lambda k: measured[k]),
                 }
             )
     return rows
@@ -107,15 +122,20 @@ def table(rows: list[dict[str, object]]) -> str:
     """One line per layer and density: measured and modelled ms, chosen vs faster strategy."""
     lines = [
         f"  {'layer':<22}{'kind':<7}{'p x d':>11}{'T':>6}{'density':>8}{'K':>7}"
-        f"{'gather':>9}{'(model)':>9}{'mat':>8}{'(model)':>9}  chosen / faster"
+        f"{'gather':>9}{'(model)':>9}{'mat':>8}{'(model)':>9}{'bilin':>8}{'(model)':>9}"
+        "  chosen / faster"
     ]
     for r in rows:
         shape = f"{r['p']}x{r['d']}"
+        cells = ""
+        for k in ("gather", "materialise", "bilinear"):
+            if f"{k}_ms" in r:
+                cells += f"{float(r[f'{k}_ms']):>8.2f}{float(r[f'model_{k}_ms']):>9.2f}"  # type: ignore[arg-type]
+            else:
+                cells += f"{'-':>8}{'-':>9}"
         lines.append(
             f"  {r['layer']!s:<22}{r['kind']!s:<7}{shape:>11}{r['T']!s:>6}"
-            f"{float(r['density']):>8.0%}{r['K']!s:>7}"  # type: ignore[arg-type]
-            f"{float(r['gather_ms']):>9.2f}{float(r['model_gather_ms']):>9.2f}"  # type: ignore[arg-type]
-            f"{float(r['materialise_ms']):>8.2f}{float(r['model_materialise_ms']):>9.2f}"  # type: ignore[arg-type]
+            f"{float(r['density']):>8.0%}{r['K']!s:>7} {cells}"  # type: ignore[arg-type]
             f"  {r['chosen']} / {r['faster']}{'' if r['chosen'] == r['faster'] else '  (!)'}"
         )
     return "\n".join(lines)

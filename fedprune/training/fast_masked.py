@@ -16,14 +16,15 @@ weights and biases of ``nn.Linear`` and ``nn.Conv2d``:
    * *skip*: a tensor with nothing selected gets no per-example work at all;
    * *ghost* (fully selected ``Linear`` with ``T*(p+d) <= p*d``):
      ``sum_{t,s} (a_t . a_s)(go_t . go_s)``, cost ``B*T^2*(p+d)``;
-   * for a partly selected weight, the cheaper of *gather* (only the ``K`` selected entries,
-     ``B*T*K`` products plus the used columns/rows copied) and *materialise* (every per-example
-     entry from one batched GEMM, or for ``Conv2d`` one grouped convolution, then read only the
-     selected ones), by a T-aware cost model in ns fitted on this machine (``_NS_GATHER`` ...;
-     ``python -m benchmarks --layers`` prints measured vs modelled per layer). For a flat
-     ``Linear`` (T = 1) gather is cheaper at any partial density; for a convolution only at low
-     density (about <= 2 % on the CNN and ResNet layers), since the grouped convolution is
-     memory-bound on ``p*d + T*(p+d)`` while gather reads ``K*T`` products;
+   * for a partly selected weight, the cheapest by a T-aware cost model in ns fitted on this
+     machine (``_NS_*``; ``python -m benchmarks --layers`` prints measured vs modelled per
+     layer) of *gather* (only the ``K`` selected entries, ``B*T*K`` products plus the used
+     columns/rows copied), *materialise* (every per-example entry from one batched GEMM, or for
+     ``Conv2d`` one grouped convolution, then read only the selected ones) and, for a flat
+     ``Linear`` called once (T = 1), *bilinear* (``sum_ij M_ij g_i^2 a_j^2 = (g*g)^T M (a*a)``,
+     one dense GEMM). A convolution gathers only at very low density (the grouped convolution
+     is memory-bound on ``p*d + T*(p+d)`` while gather reads ``K*T`` products); a flat
+     ``Linear`` gathers at low density and is bilinear above a few %;
    * fully selected ``Conv2d`` and other fully selected ``Linear``: *materialise*.
 
 3. clipping factors ``c_b = min(1, C / (||g_b|| + 1e-6))`` (Opacus's formula), then the
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,8 @@ _NS_COPY = 6.0  # one element of a used column / row copied entry-major
 _NS_WRITE = 4.0  # one per-example gradient element written, then its selected entries read
 _NS_READ = 0.9  # one element of the input / output gradient read by the per-example kernel
 _NS_FLOP = 0.004  # one multiply-add of the per-example GEMM / grouped convolution
+# bilinear (flat Linear, T = 1): _NS_GEMM * 2 * p*d   (norms and clipped sum, one GEMM each)
+_NS_GEMM = 0.15  # one multiply-add of a dense (B x p) @ (p x d) GEMM
 # Upper bound on the elements of one gathered (B, chunk, T) intermediate (16 MiB of float32).
 _GATHER_CHUNK = 1 << 22
 
@@ -365,9 +369,16 @@ class FastMaskedDPSGD:
         sq = torch.zeros(batch, dtype=gos[0].dtype)
         gathered: torch.Tensor | None = None  # (K, B) per-example selected weight entries
         materialised: torch.Tensor | None = None  # (B, K) the same, from a batched GEMM
-        if w_sel is not None and _use_gather(w_sel, _positions(module, gos), p_out, d_in):
+        strategy = (
+            _partial_strategy(w_sel, _positions(module, gos), len(gos), p_out, d_in, conv)
+            if w_sel is not None and w_sel.flat is not None
+            else None
+        )
+        if w_sel is not None and strategy == "gather":
             gathered = _gather_selected(module, inputs, gos, w_sel)
             sq = sq + gathered.pow(2).sum(dim=0)
+        elif w_sel is not None and strategy == "bilinear":
+            sq = sq + _bilinear_norms(inputs[0], gos[0], w_sel)  # clipped sum: reweighted GEMM
         elif w_sel is not None and conv:
             per_ex = _materialise(module, inputs, gos)
             if w_sel.flat is not None:
@@ -478,6 +489,15 @@ def _gather_selected(
     return _gather_entries(a_em, go_em, sel)
 
 
+def _bilinear_norms(a: torch.Tensor, go: torch.Tensor, sel: _Selection) -> torch.Tensor:
+    """*bilinear*: per-example squared norms ``(B,)`` of the selected entries of a flat
+    ``Linear`` (one call, T = 1): ``||M * (g a^T)||^2 = sum_ij M_ij g_i^2 a_j^2``, one GEMM."""
+    assert sel.mask is not None
+    batch = a.shape[0]
+    a2, g2 = a.reshape(batch, -1).square(), go.reshape(batch, -1).square()
+    return ((g2 @ sel.mask.to(g2.dtype)) * a2).sum(dim=1)
+
+
 def _materialise(
     module: nn.Module, inputs: list[torch.Tensor], gos: list[torch.Tensor]
 ) -> torch.Tensor:
@@ -516,15 +536,23 @@ def _materialise_cost(positions: int, p_out: int, d_in: int) -> float:
     return _NS_WRITE * size + _NS_READ * positions * (p_out + d_in) + _NS_FLOP * positions * size
 
 
-def _use_gather(sel: _Selection, positions: int, p_out: int, d_in: int) -> bool:
-    """Whether gathering the K selected entries is modelled cheaper than materialising all
-    ``p_out * d_in`` per-example entries. T-aware: for a flat ``Linear`` (T = 1) gathering costs
-    a few ns per entry while materialising writes every entry, so gather wins at any partial
-    density; for a convolution gather reads ``K * T`` products while the grouped convolution is
-    bandwidth-bound on ``p*d + T*(p + d)``, so gather wins only at low density."""
-    if sel.flat is None:
-        return False
-    return _gather_cost(sel, positions) < _materialise_cost(positions, p_out, d_in)
+Strategy = Literal["gather", "bilinear", "materialise"]
+
+
+def _partial_strategy(
+    sel: _Selection, positions: int, calls: int, p_out: int, d_in: int, conv: bool
+) -> Strategy:
+    """The modelled cheapest exact strategy for a partly selected weight (``sel.flat`` set).
+
+    T-aware: *gather* reads ``K * T`` products while *materialise* is bandwidth-bound on
+    ``p*d + T*(p + d)``, so for a convolution gather wins only at very low density. A flat
+    ``Linear`` called once (T = 1) has the *bilinear* form ``(g*g)^T M (a*a)``, two dense
+    GEMMs of ``p*d``, which beats gathering above a few % density and never materialises.
+    """
+    gather = _gather_cost(sel, positions)
+    if not conv and positions == 1 and calls == 1:
+        return "gather" if gather < _NS_GEMM * 2 * p_out * d_in else "bilinear"
+    return "gather" if gather < _materialise_cost(positions, p_out, d_in) else "materialise"
 
 
 def _conv_per_example(module: nn.Conv2d, a: torch.Tensor, go: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The fast engine runs exactly the reference engine's mechanism: same models (to float
 tolerance) on every registered model, freeze and select mode, every strategy (gather,
-materialise, ghost, skip; gather and materialise also forced on every partly selected weight);
+materialise, bilinear, ghost, skip; each partial strategy also forced wherever it applies);
 unselected coordinates bit-identical; same ledger; the cost model's choices; fallback choice."""
 
 from __future__ import annotations
@@ -85,22 +85,26 @@ def test_fast_equals_reference(name: str, density: float, select: bool) -> None:
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
-@pytest.mark.parametrize("forced", [True, False], ids=["gather", "materialise"])
+@pytest.mark.parametrize("forced", ["gather", "bilinear", "materialise"])
 def test_every_partial_strategy_equals_reference(
-    name: str, forced: bool, monkeypatch: pytest.MonkeyPatch
+    name: str, forced: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cost model only picks between exact strategies: forcing either one for every partly
-    selected weight (Linear and Conv2d) still gives the reference engine's models."""
+    """The cost model only picks between exact strategies: forcing one for every partly
+    selected weight it applies to (bilinear: flat Linear layers; materialise elsewhere) still
+    gives the reference engine's models."""
     _, ref, _, _ = _train(name, "reference", 0.3, sigma=1.0, clip=0.3, select=True)
-    chosen: list[bool] = []
+    chosen: list[str] = []
 
-    def use_gather(sel: fast_masked._Selection, *_: int) -> bool:
-        chosen.append(forced)
-        return forced and sel.flat is not None
+    def strategy(
+        sel: fast_masked._Selection, positions: int, calls: int, p: int, d: int, conv: bool
+    ) -> str:
+        flat_linear = not conv and positions == 1 and calls == 1
+        chosen.append(forced if forced != "bilinear" or flat_linear else "materialise")
+        return chosen[-1]
 
-    monkeypatch.setattr(fast_masked, "_use_gather", use_gather)
+    monkeypatch.setattr(fast_masked, "_partial_strategy", strategy)
     _, fast, _, _ = _train(name, "fast", 0.3, sigma=1.0, clip=0.3, select=True)
-    assert chosen, "no partly selected weight reached the strategy choice"
+    assert forced in chosen, f"no partly selected weight took the {forced} strategy"
     for (n, a), (_, b) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=n)
 
@@ -112,14 +116,15 @@ def _selection(shape: tuple[int, ...], density: float) -> fast_masked._Selection
 
 
 def test_cost_model_is_position_aware() -> None:
-    """A flat Linear (T = 1) gathers at any partial density (materialising writes all p*d
-    entries); a convolution (T = 196 positions) gathers at 1 % but materialises at 10 %."""
-    for density in (0.01, 0.1, 0.5, 0.9):
-        assert fast_masked._use_gather(_selection((128, 1024), density), 1, 128, 1024)
+    """A flat Linear (T = 1) never materialises: it gathers at 1 % and is bilinear at 10 % and
+    above; a convolution (T = 196 positions) gathers at 0.2 % but materialises at 10 %."""
+    choose = fast_masked._partial_strategy
+    assert choose(_selection((128, 1024), 0.01), 1, 1, 128, 1024, False) == "gather"
+    for density in (0.1, 0.5, 0.9):
+        assert choose(_selection((128, 1024), density), 1, 1, 128, 1024, False) == "bilinear"
     conv = (64, 32, 3, 3)
-    assert fast_masked._use_gather(_selection(conv, 0.002), 196, 64, 288)
-    assert not fast_masked._use_gather(_selection(conv, 0.1), 196, 64, 288)
-    assert not fast_masked._use_gather(_selection((128, 1024), 1.0), 1, 128, 1024)  # dense
+    assert choose(_selection(conv, 0.002), 196, 1, 64, 288, True) == "gather"
+    assert choose(_selection(conv, 0.1), 196, 1, 64, 288, True) == "materialise"
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
