@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default="data", help="for --fashion")
     p.add_argument(
+        "--upload",
+        action="store_true",
+        help="instead: bytes one federated client uploads per round vs density, plain and "
+        "SecAgg+ (from Flower's message encoding; no training)",
+    )
+    p.add_argument(
         "--layers",
         action="store_true",
         help="instead: per layer, measured vs modelled time of the fast engine's gather and "
@@ -97,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{float(r['wall_s']):>8.1f} s  acc {float(r['test_accuracy']):.3f}"  # type: ignore[arg-type]
                 f"  eps {float(r['epsilon']):.2f}"  # type: ignore[arg-type]
             )
+    elif args.upload:
+        from benchmarks import upload
+
+        rows = []
+        for model in args.models:
+            rows.extend(upload.measure(model, steps.INPUT_SHAPES[model], args.densities))
+        print(upload.table(rows), flush=True)
     elif args.layers:
         rows = []
         for model in args.models:
