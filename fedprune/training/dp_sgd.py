@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 from opacus import GradSampleModule
@@ -18,9 +19,10 @@ from tqdm.auto import tqdm
 from fedprune.masks import ParameterMask
 from fedprune.privacy import DPPlan, PrivacyLedger
 from fedprune.privacy.noise import NoiseSource, SecureNoise
+from fedprune.training.fast_masked import FastMaskedDPSGD, unsupported_parameters
 from fedprune.training.masked_optimizer import MaskedDPOptimizer
 
-__all__ = ["DPTrainResult", "train_dp_sgd"]
+__all__ = ["DPTrainResult", "Engine", "train_dp_sgd"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def train_dp_sgd(
     noise: NoiseSource | None = None,
     progress: bool = False,
     desc: str = "dp-sgd",
+    engine: Engine = "auto",
 ) -> DPTrainResult:
     """Run ``plan.steps`` steps of masked DP-SGD on ``model`` (in place) over private ``dataset``.
 
@@ -94,6 +97,18 @@ def train_dp_sgd(
         ``None`` (the default) means :class:`~fedprune.privacy.noise.SecureNoise`;
         :class:`~fedprune.privacy.noise.ReproducibleNoise` replays a run from a seed (research
         and debugging only: whoever knows the seed can remove the noise).
+    engine:
+        ``"reference"``: Opacus ``GradSampleModule`` + :class:`MaskedDPOptimizer` (every
+        per-example gradient materialised, then masked). ``"fast"``:
+        :class:`~fedprune.training.fast_masked.FastMaskedDPSGD` (per-example norms over the
+        selected coordinates only; raises ``ValueError`` if a trainable parameter is not
+        supported). ``"auto"`` (default): ``"fast"`` when every trainable parameter is supported
+        (see :func:`~fedprune.training.fast_masked.unsupported_parameters`), else
+        ``"reference"``. The density-dependent choice is made per tensor inside the fast
+        engine (skip / gather / bilinear / materialise / ghost by a T-aware cost model), so
+        the fast engine is never the slower one: BENCHMARKS.md measured it at or below the
+        reference at 1, 10, 50 and 100 % density, freeze and select, on mlp, mlp-wide, cnn and
+        resnet. Both run the same mechanism (equal up to float rounding).
 
     Formal guarantees
     -----------------
@@ -134,27 +149,49 @@ def train_dp_sgd(
     )
     with _frozen(model, frozen_names):
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        gsm = GradSampleModule(model)
-        try:
-            optimizer = MaskedDPOptimizer(
-                torch.optim.SGD([p for _, p in named], lr=lr, momentum=momentum),
+        chosen = _choose_engine(engine, model, mask)
+        logger.debug("train_dp_sgd: %s engine", chosen)
+        sgd = torch.optim.SGD([p for _, p in named], lr=lr, momentum=momentum)
+        expected_batch_size = max(1, round(plan.sample_rate * n))
+
+        def record() -> None:
+            ledger.record(
+                noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=1
+            )
+
+        stepper: _Stepper = (
+            _FastStepper(
+                FastMaskedDPSGD(
+                    model,
+                    params=[p for _, p in named],
+                    masks=_aligned(mask, named),
+                    optimizer=sgd,
+                    noise_multiplier=plan.noise_multiplier,
+                    max_grad_norm=plan.max_grad_norm,
+                    expected_batch_size=expected_batch_size,
+                    noise=noise,
+                    step_hook=record,
+                ),
+                model,
+            )
+            if chosen == "fast"
+            else _ReferenceStepper(
+                model,
+                sgd,
                 masks=_aligned(mask, named),
-                noise_multiplier=plan.noise_multiplier,
-                max_grad_norm=plan.max_grad_norm,
-                expected_batch_size=max(1, round(plan.sample_rate * n)),
+                plan=plan,
+                expected_batch_size=expected_batch_size,
                 noise=noise,
+                record=record,
             )
-            optimizer.attach_step_hook(
-                lambda opt: ledger.record(
-                    noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=1
-                )
-            )
+        )
+        try:
             loader = DPDataLoader(
                 dataset,
                 sample_rate=plan.sample_rate,
                 generator=noise.sampling_generator(),
             )
-            gsm.train()
+            model.train()
             for step, (x, y) in enumerate(
                 tqdm(
                     _cycle(loader, plan.steps),
@@ -165,14 +202,11 @@ def train_dp_sgd(
                 )
             ):
                 if reselect is not None and step > 0 and step % reselect_every == 0:
-                    mask = _reselected(reselect, model, gsm)
-                    optimizer.set_masks(_aligned(mask, named))
-                optimizer.zero_grad(set_to_none=True)
-                with _quiet_backward_hooks():
-                    nn.functional.cross_entropy(gsm(x), y).backward()
-                optimizer.step()
+                    mask = stepper.reselected(reselect)
+                    stepper.set_masks(_aligned(mask, named))
+                stepper.step(x, y)
         finally:
-            gsm._close()
+            stepper.close()
             _drop_gradients([p for _, p in named])
     trained = sum(
         p.numel() if m is None else int(m.sum())
@@ -185,6 +219,104 @@ def train_dp_sgd(
         trained_coordinates=int(trained),
         mask=mask,
     )
+
+
+Engine = Literal["auto", "fast", "reference"]
+"""Which implementation of the (one) masked DP-SGD mechanism :func:`train_dp_sgd` runs."""
+_ENGINES = ("auto", "fast", "reference")
+
+
+def _choose_engine(engine: Engine, model: nn.Module, mask: ParameterMask | None) -> str:
+    """The engine to run. Rule of ``auto``: the fast engine whenever it supports every
+    trainable parameter, else the reference. Density is not consulted here: the fast engine
+    picks a strategy per tensor from its cost model (materialising, as the reference does,
+    where gathering would cost more), which BENCHMARKS.md measured no slower than the
+    reference at any density of the benchmark."""
+    if engine not in _ENGINES:
+        raise ValueError(f"expected engine in {_ENGINES}, got {engine!r}")
+    if engine == "reference":
+        return "reference"
+    bad = unsupported_parameters(model)
+    if bad and engine == "fast":
+        raise ValueError(f"engine='fast' cannot train parameters {bad}; use 'reference' or 'auto'")
+    return "reference" if bad else "fast"
+
+
+class _Stepper(Protocol):
+    def set_masks(self, masks: list[torch.Tensor | None]) -> None: ...
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None: ...
+    def reselected(self, reselect: Reselect) -> ParameterMask: ...
+    def close(self) -> None: ...
+
+
+class _ReferenceStepper:
+    """Opacus hooks + :class:`MaskedDPOptimizer`: the reference implementation."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sgd: torch.optim.SGD,
+        *,
+        masks: list[torch.Tensor | None],
+        plan: DPPlan,
+        expected_batch_size: int,
+        noise: NoiseSource,
+        record: Callable[[], None],
+    ) -> None:
+        self.model = model
+        self.gsm = GradSampleModule(model)
+        try:
+            self.optimizer = MaskedDPOptimizer(
+                sgd,
+                masks=masks,
+                noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=plan.max_grad_norm,
+                expected_batch_size=expected_batch_size,
+                noise=noise,
+            )
+        except BaseException:
+            self.gsm._close()
+            raise
+        self.optimizer.attach_step_hook(lambda opt: record())
+
+    def set_masks(self, masks: list[torch.Tensor | None]) -> None:
+        self.optimizer.set_masks(masks)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with _quiet_backward_hooks():
+            nn.functional.cross_entropy(self.gsm(x), y).backward()
+        self.optimizer.step()
+
+    def reselected(self, reselect: Reselect) -> ParameterMask:
+        return _reselected(reselect, self.model, self.gsm)
+
+    def close(self) -> None:
+        self.gsm._close()
+
+
+class _FastStepper:
+    """:class:`FastMaskedDPSGD` behind the :class:`_Stepper` interface."""
+
+    def __init__(self, fast: FastMaskedDPSGD, model: nn.Module) -> None:
+        self.fast = fast
+        self.model = model
+
+    def set_masks(self, masks: list[torch.Tensor | None]) -> None:
+        self.fast.set_masks(masks)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.fast.step(x, y)
+
+    def reselected(self, reselect: Reselect) -> ParameterMask:
+        # the fast engine's hooks capture only inside step(): the model runs normally here
+        _drop_gradients(list(self.model.parameters()))
+        mask = reselect(self.model)
+        mask.validate_for(self.model)
+        return mask
+
+    def close(self) -> None:
+        self.fast.close()
 
 
 def _reselected(reselect: Reselect, model: nn.Module, gsm: GradSampleModule) -> ParameterMask:

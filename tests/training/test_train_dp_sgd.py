@@ -194,7 +194,7 @@ def test_freeze_mode_skips_frozen_tensors_and_restores_them(
             )
         ),
     )
-    train_dp_sgd(model, make_data(), plan=_plan(steps=4), lr=0.1, mask=mask)
+    train_dp_sgd(model, make_data(), plan=_plan(steps=4), lr=0.1, mask=mask, engine="reference")
     assert seen == [(False, False, 0)] * 4
     assert all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
@@ -273,9 +273,10 @@ def test_empty_batches_add_noise_and_count_a_step(
     _spy_on_steps(monkeypatch, lambda opt: sizes.append(len(opt.grad_samples[0])))
     ledger = PrivacyLedger(accountant="rdp", delta=1e-5)
     before = _snapshot(model)
-    train_dp_sgd(model, make_data(), plan=_plan(sample_rate=1e-6, steps=5), lr=0.1, mask=mask)
+    plan = _plan(sample_rate=1e-6, steps=5)
+    train_dp_sgd(model, make_data(), plan=plan, lr=0.1, mask=mask, engine="reference")
     train_dp_sgd(
-        model, make_data(), plan=_plan(sample_rate=1e-6, steps=5), lr=0.1, mask=mask, ledger=ledger
+        model, make_data(), plan=plan, lr=0.1, mask=mask, ledger=ledger, engine="reference"
     )
     assert sizes == [0] * 10
     assert ledger.steps == 5
@@ -295,6 +296,7 @@ def test_empty_batches_between_non_empty_ones(conv_net, make_data, monkeypatch) 
         lr=0.1,
         ledger=ledger,
         noise=ReproducibleNoise(1),
+        engine="reference",
     )
     assert 0 in sizes[1:] and any(sizes), sizes
     assert ledger.steps == 20

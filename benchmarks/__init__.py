@@ -1,0 +1,1 @@
+"""Benchmarks for fedprune (not packaged): ``python -m benchmarks --help``."""
