@@ -15,7 +15,7 @@ from typing import Any
 
 from fedprune.compare.cells import Cell, cell_key
 from fedprune.compare.preset import Preset
-from fedprune.io import read_json, write_csv, write_json
+from fedprune.io import read_json, to_jsonable, write_csv, write_json
 from fedprune.summary import RunSummary
 
 __all__ = ["CSV_COLUMNS", "ResultStore", "cell_row", "failed_row"]
@@ -176,8 +176,11 @@ class ResultStore:
         return row if row is not None and row["status"] == "ok" else None
 
     def add(self, row: dict[str, Any]) -> None:
-        """Record ``row`` (replacing an earlier row of its cell) and rewrite the files."""
-        self.rows[row["cell"]] = row
+        """Record ``row`` (replacing an earlier row of its cell) and rewrite the files.
+
+        Stored as ``results.json`` holds it (non-finite floats as ``None``), so a fresh row and
+        the same row read back by a later run compare equal."""
+        self.rows[row["cell"]] = to_jsonable(row)
         self.save()
 
     def save(self) -> None:
