@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from fedprune.compare import CELL_RUNNERS
@@ -105,5 +106,22 @@ def _child(cell_dir: Path) -> int:
     return 0
 
 
+def _main() -> None:
+    """Child entry: run, then leave at once with the run's status.
+
+    ``os._exit``: when the simulation crashes (e.g. a Ray node that timed out during startup),
+    Flower and Ray can leave non-daemon threads behind that would keep the process alive until
+    the parent's timeout; a finished (or failed) cell should end now.
+    """
+    try:
+        code = _child(Path(sys.argv[1]))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(_child(Path(sys.argv[1])))
+    _main()

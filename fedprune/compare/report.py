@@ -59,9 +59,6 @@ class Group:
         v = self.values(metric)
         return statistics.stdev(v) if len(v) > 1 else 0.0
 
-    def label(self, keys: Sequence[str]) -> str:
-        return ", ".join(_fmt(self.key[k]) for k in keys)
-
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):

@@ -118,6 +118,10 @@ def tune_on_public(
     ``noise_multiplier``, ``steps``). The private data are loaded only to learn their size
     (``len``); federated holders are assumed to hold ``n / num_clients`` records each.
     """
+    if not config.privacy.enabled:
+        raise ValueError(
+            "public tuning mimics the private DP-SGD run: use tuning 'none' for non-private cells"
+        )
     split = load_split(config.data, seed=config.seed)
     holder = len(split.private)
     if federated:
