@@ -1,4 +1,4 @@
-"""The ``fedprune`` command line: ``train`` and ``activation-privacy`` here, more from plugins.
+"""The ``fedprune`` command line: ``train``, ``compare``, ``activation-privacy``; more from plugins.
 
 Every flag maps onto one flat config key (:mod:`fedprune.flags`); only flags given on the
 command line override the one default table (:class:`fedprune.config.RunConfig`). Commands that
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fedprune import __version__
 from fedprune.activation.cli import add_activation_privacy_parser
+from fedprune.compare.cli import add_compare_parser
 from fedprune.config import RunConfig
 from fedprune.flags import COMMON_FLAGS, TRAIN_FLAGS, add_flags, add_output_flags, overrides
 from fedprune.io import ensure_writable_dir
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     add_activation_privacy_parser(sub)
+    add_compare_parser(sub)
     for entry in _plugin_commands():
         entry.load()(sub)
     return parser

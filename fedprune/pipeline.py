@@ -19,7 +19,7 @@ from fedprune.models import create_model
 from fedprune.seeding import derive_seed
 from fedprune.training.loops import train_sgd
 
-__all__ = ["build_model", "load_split", "pick_mask", "warm_start"]
+__all__ = ["build_model", "build_model_for", "load_split", "pick_mask", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,17 @@ def _load(name: str, data: DataConfig) -> DatasetBundle:
 
 def build_model(config: RunConfig, split: PublicPrivateSplit) -> nn.Module:
     """A fresh model for ``split``'s task, initialised from ``config.seed``."""
+    return build_model_for(config, input_shape=split.input_shape, num_classes=split.num_classes)
+
+
+def build_model_for(
+    config: RunConfig, *, input_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """A fresh ``config.model`` for inputs ``(C, H, W)`` and ``num_classes``, initialised from
+    ``config.seed`` (the caller's torch RNG state is left as it was)."""
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        return create_model(
-            config.model, input_shape=split.input_shape, num_classes=split.num_classes
-        )
+        return create_model(config.model, input_shape=input_shape, num_classes=num_classes)
 
 
 def warm_start(

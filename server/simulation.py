@@ -156,7 +156,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``run`` to the ``fedprune`` command line (the ``fedprune.commands`` entry point)."""
+    """Add ``run`` to the ``fedprune`` command line (the ``fedprune.commands`` entry point),
+    and the ``federated`` cell runner to ``fedprune compare``."""
+    from server.compare_cell import register_cell_runner
+
+    register_cell_runner()
     run = subparsers.add_parser(
         "run",
         help="federated run in Flower's simulation engine (Ray)",

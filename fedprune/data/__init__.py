@@ -21,7 +21,9 @@ from fedprune.data.splits import (
     PublicKind,
     PublicPrivateSplit,
     available_public_kinds,
+    split_private_validation,
     split_public_private,
+    split_public_validation,
 )
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py checks)
@@ -41,5 +43,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py chec
     "load_dataset",
     "partition_indices",
     "register_dataset",
+    "split_private_validation",
     "split_public_private",
+    "split_public_validation",
 ]

@@ -22,7 +22,9 @@ __all__ = [
     "PublicKind",
     "PublicPrivateSplit",
     "available_public_kinds",
+    "split_private_validation",
     "split_public_private",
+    "split_public_validation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -396,3 +398,70 @@ def split_public_private(
         num_classes=bundle.num_classes,
         input_shape=bundle.input_shape,
     )
+
+
+def split_public_validation(
+    public: PublicDataset, *, fraction: float, seed: int
+) -> tuple[PublicDataset, PublicDataset]:
+    """Split public data into a public training part and a public validation part.
+
+    A stratified ``fraction`` (as :func:`split_public_private` holds out its public pool) becomes
+    the validation part. Both parts are public: tuning on them costs no privacy. Raises
+    ``TypeError`` for anything but a :class:`PublicDataset` (private records must never reach
+    public tuning) and ``ValueError`` when a part would be empty.
+    """
+    if not isinstance(public, PublicDataset):
+        raise TypeError(f"expected a PublicDataset, got {type(public).__name__}")
+    _check_fraction(fraction, len(public))
+    x, y = public.dataset.tensors
+    val_idx, train_idx = _stratified_holdout(
+        y.numpy(), fraction, np.random.default_rng([seed, 0x7A1])
+    )
+    parts = []
+    for name, idx in (("train", train_idx), ("validation", val_idx)):
+        t = torch.from_numpy(idx)
+        parts.append(
+            PublicDataset(
+                TensorDataset(x[t], y[t]),
+                kind=public.kind,
+                description=f"{len(idx)} records ({name}) of {public.description}",
+            )
+        )
+    return parts[0], parts[1]
+
+
+def split_private_validation(
+    private: PrivateDataset, *, fraction: float, seed: int
+) -> tuple[PrivateDataset, PrivateDataset]:
+    """Split private data into a training part and a (private) validation part.
+
+    Each record goes to validation independently with probability ``fraction`` (a fixed coin
+    per record position from ``seed``), so a record's side does not depend on the other
+    records: DP-SGD on the training part and a DP count on the validation part then compose
+    as two mechanisms on the whole private set. Raises ``TypeError`` for anything but a
+    :class:`PrivateDataset` and ``ValueError`` when a part would be empty.
+    """
+    if not isinstance(private, PrivateDataset):
+        raise TypeError(f"expected a PrivateDataset, got {type(private).__name__}")
+    _check_fraction(fraction, len(private))
+    x, y = private.dataset.tensors
+    coins = np.random.default_rng([seed, 0x7A2]).random(len(private)) < fraction
+    parts = []
+    for name, keep in (("train", ~coins), ("validation", coins)):
+        t = torch.from_numpy(np.flatnonzero(keep))
+        if len(t) == 0:
+            raise ValueError(f"private {name} part is empty (fraction {fraction})")
+        parts.append(
+            PrivateDataset(
+                TensorDataset(x[t], y[t]),
+                description=f"{len(t)} records ({name}) of {private.description}",
+            )
+        )
+    return parts[0], parts[1]
+
+
+def _check_fraction(fraction: float, n: int) -> None:
+    if not 0 < fraction < 1:
+        raise ValueError(f"expected a validation fraction in (0, 1), got {fraction}")
+    if round(fraction * n) < 1 or round(fraction * n) >= n:
+        raise ValueError(f"validation fraction {fraction} of {n} records leaves a part empty")

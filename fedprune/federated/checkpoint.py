@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from fedprune.config import RunConfig
+from fedprune.fingerprint import config_changes
 from fedprune.io import atomic_write, to_json_text, to_jsonable
 from fedprune.masks import ParameterMask
 from fedprune.summary import RunSummary
@@ -45,14 +46,17 @@ class Checkpoint:
     summary: RunSummary
 
     def check_resumable_by(self, config: RunConfig) -> None:
-        """Raise ``ValueError`` naming every setting that changed other than the round count."""
-        current, recorded = to_jsonable(config.to_flat()), to_jsonable(self.summary.config)
-        changed = sorted(
-            k
-            for k in set(current) | set(recorded)
-            if k not in _RESUMABLE_CHANGES and current.get(k) != recorded.get(k)
-        )
+        """Raise ``ValueError`` naming every setting that changed other than the round count.
+
+        "Changed" is :func:`fedprune.fingerprint.config_changes`, the same check ``fedprune
+        compare`` uses to recognise a finished run.
+        """
+        current = to_jsonable(config.to_flat())
+        recorded = to_jsonable(self.summary.config)
+        defaults = to_jsonable(RunConfig().to_flat())
+        changed = config_changes(current, recorded, ignore=_RESUMABLE_CHANGES)
         if changed:
+            recorded = {**defaults, **recorded}
             raise ValueError(
                 f"cannot resume: the checkpoint was written with different settings for {changed} "
                 f"(checkpoint: {[recorded.get(k) for k in changed]}, now: "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fedprune.config import RunConfig
+from fedprune.data import PublicPrivateSplit
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, pick_mask, warm_start
 from fedprune.privacy import PrivacyLedger
@@ -25,12 +28,20 @@ from fedprune.training.recipe import (
     train_round,
 )
 
-__all__ = ["CENTRAL_HOLDER", "run_centralised"]
+__all__ = ["CENTRAL_HOLDER", "CentralisedRun", "run_centralised", "train_centralised"]
 
 logger = logging.getLogger(__name__)
 
 CENTRAL_HOLDER = 0
 """Holder id of a centralised run's private set (as partition 0 of 1 in a federated run)."""
+
+
+@dataclass(frozen=True)
+class CentralisedRun:
+    """A trained model and its summary (evaluated on the split's ``test`` set)."""
+
+    model: nn.Module
+    summary: RunSummary
 
 
 def run_centralised(
@@ -42,6 +53,28 @@ def run_centralised(
 ) -> RunSummary:
     """Train one model on all private data and return (and write) its summary.
 
+    :func:`train_centralised` on the split ``config.data`` describes; see there.
+    """
+    split = load_split(config.data, seed=config.seed)
+    return train_centralised(
+        config,
+        split,
+        ledger_store=ledger_store,
+        reproducible_noise=reproducible_noise,
+        progress=progress,
+    ).summary
+
+
+def train_centralised(
+    config: RunConfig,
+    split: PublicPrivateSplit,
+    *,
+    ledger_store: LedgerStore | None = None,
+    reproducible_noise: bool = False,
+    progress: bool = False,
+) -> CentralisedRun:
+    """Train one model on ``split.private`` and evaluate it on ``split.test``.
+
     Steps: split the dataset public/private; build the model from ``config.seed``; warm-start it
     on public data (``config.warmup``); then the rounds of :func:`round_epochs` (one round in
     ``freeze`` mode, rounds of ``mask.select-every`` epochs in ``select`` mode), each picking the
@@ -52,11 +85,12 @@ def run_centralised(
     their epsilons compose and ``privacy.max-epsilon`` holds over all of them; without one the
     run's ledger is in memory only. DP noise comes from a secure source unless
     ``reproducible_noise`` (debugging: anyone with the config can then remove it).
-    Writes ``<out_dir>/summary.json`` when ``config.out_dir`` is non-empty.
+    Writes ``<out_dir>/summary.json`` when ``config.out_dir`` is non-empty. ``split`` is
+    normally ``load_split(config.data, seed=config.seed)``; a tuning split (e.g. with a
+    validation set as ``test``) may stand in for it.
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    split = load_split(config.data, seed=config.seed)
     model = build_model(config, split)
     warm_start(model, split.public, config, progress=progress)
     public_only = evaluate(model, split.test)
@@ -130,4 +164,4 @@ def run_centralised(
     )
     if config.out_dir:
         summary.write(Path(config.out_dir))
-    return summary
+    return CentralisedRun(model=model, summary=summary)
