@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,15 @@ def test_launcher_settings_reach_the_client_without_touching_the_context(
     assert num_examples == 0 and "max_epsilon=0.1" in str(metrics[METRIC_REFUSED])
     assert dict(context.run_config) == {}
     assert set(context.node_config) == {"partition-id", "num-partitions", "max-epsilon"}
+
+
+def test_the_client_app_module_loads_without_torch() -> None:
+    # A SuperNode starts a fresh ClientApp process per message; SecAgg+'s key-exchange and
+    # unmasking messages never train, so loading the app must not pay for torch and Opacus.
+    code = (
+        "import sys, clients.client_app\n"
+        "heavy = sorted(m for m in ('torch', 'opacus', 'sklearn') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
