@@ -224,6 +224,11 @@ class LocalDeployment:
         handle = NodeHandle(name, 0, key, self.nodes[0].ledger_dir, self.nodes[0].node_config)
         return self.start_node(handle)
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """The SuperLink's nodes (``flwr supernode ls``: node-id, status, ...)."""
+        nodes: list[dict[str, Any]] = self._flwr_json(["supernode", "ls", CONNECTION])["nodes"]
+        return nodes
+
     def wait_online(self, nodes: Sequence[NodeHandle]) -> None:
         """Wait until every node in ``nodes`` is online (or, insecure: that many are)."""
         deadline = time.monotonic() + self.timeout
@@ -234,11 +239,7 @@ class LocalDeployment:
                         f"SuperNode {node.name} exited (code {node.service.process.returncode}):\n"
                         + node.service.log_tail()
                     )
-            online = {
-                int(n["node-id"])
-                for n in self._flwr_json(["supernode", "ls", CONNECTION])["nodes"]
-                if n["status"] == "online"
-            }
+            online = {int(n["node-id"]) for n in self.list_nodes() if n["status"] == "online"}
             if self.insecure:
                 if len(online) >= self.num_nodes:
                     return
@@ -430,14 +431,19 @@ def _local(args: argparse.Namespace) -> int:
     ledger_root = args.ledger_dir or str(policy.ledger_path / "deploy-local")
     work = Path(tempfile.mkdtemp(prefix="fedprune-deploy-"))
     try:
-        with LocalDeployment(
+        deployment = LocalDeployment(
             work,
             num_nodes=args.nodes,
             ledger_root=ledger_root,
             policy=policy,
             insecure=args.insecure,
             app_dir=args.app,
-        ) as deployment:
+        )
+    except BaseException:
+        work.rmdir()  # nothing was started
+        raise
+    try:
+        with deployment:
             if not args.quiet:
                 security = "insecure" if args.insecure else "TLS, node authentication"
                 print(
