@@ -208,10 +208,28 @@ class LocalDeployment:
         self.processes.stop_service(node.name)
 
     def restart_node(self, node: NodeHandle) -> None:
-        """Stop ``node``, start it again with the same key, config and ledger; await it."""
+        """Stop ``node``, start it again with the same key, config and ledger; await it.
+
+        The SuperLink refuses to activate a node it still counts as online, which a stopped
+        node stays until it has missed two heartbeats (up to a minute): the restart waits for
+        the SuperLink to mark it offline first.
+        """
         self.stop_node(node)
+        self.wait_offline(node)
         self.start_node(node)
         self.wait_online([node])
+
+    def wait_offline(self, node: NodeHandle) -> None:
+        """Wait until the SuperLink no longer lists ``node`` as online (no-op if insecure)."""
+        if node.node_id is None:
+            return
+        deadline = time.monotonic() + self.timeout
+        while any(
+            int(n["node-id"]) == node.node_id and n["status"] == "online" for n in self.list_nodes()
+        ):
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"{node.name} still online {self.timeout:.0f} s after stop")
+            time.sleep(1.0)
 
     def start_unregistered_node(self, name: str = "intruder") -> Service:
         """Start a SuperNode whose (fresh, valid) key was never registered: it must be refused.

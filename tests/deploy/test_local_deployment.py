@@ -189,7 +189,9 @@ def test_a_restarted_node_continues_its_ledger(deployed: dict[str, Any]) -> None
 def test_an_unregistered_node_is_refused(deployed: dict[str, Any]) -> None:
     intruder = deployed["intruder"]
     assert intruder["code"] not in (0, None), intruder["log"]
-    assert "Failed to activate" in intruder["log"] or "not" in intruder["log"].lower()
+    assert "Failed to activate SuperNode" in intruder["log"]
+    superlink_log = (deployed["logs"] / "superlink.log").read_text()
+    assert "No SuperNode found with the given public key" in superlink_log
     assert sorted(int(n["node-id"]) for n in deployed["listed"]) == sorted(
         deployed["registered"].values()
     )
