@@ -178,9 +178,8 @@ class LocalDeployment:
         reply = self._flwr_json(["supernode", "register", str(key.public_key), CONNECTION])
         return int(reply["node-id"])
 
-    def start_node(self, node: NodeHandle, *, key: NodeKey | None = None) -> Service:
-        """Start (or restart) ``node``'s SuperNode process, with ``key`` if given."""
-        key = key if key is not None else node.key
+    def start_node(self, node: NodeHandle) -> Service:
+        """Start (or restart) ``node``'s SuperNode process, authenticating with ``node.key``."""
         argv = [
             str(self._bin / "flower-supernode"),
             "--superlink",
@@ -197,9 +196,9 @@ class LocalDeployment:
         if self.insecure:
             argv.append("--insecure")
         else:
-            assert self.keys is not None and key is not None
+            assert self.keys is not None and node.key is not None
             argv += ["--root-certificates", str(self.keys.ca_cert)]
-            argv += ["--auth-supernode-private-key", str(key.private_key)]
+            argv += ["--auth-supernode-private-key", str(node.key.private_key)]
         node.service = self.processes.start(node.name, argv, env=self._env())
         return node.service
 
@@ -294,6 +293,7 @@ class LocalDeployment:
         out_dir = Path(config.out_dir).resolve()
         config = config.replace(**{"out-dir": str(out_dir)})
         run_config = write_flat_toml(self.work_dir / "run-config.toml", config.to_flat())
+        self.wait_online(self.nodes)  # a node that died since would be missing from the run
         reply = self._flwr_json(
             ["run", str(self.app_dir), CONNECTION, "--run-config", str(run_config)]
         )
