@@ -4,25 +4,29 @@ The handler reads the run's settings from ``context.run_config`` and the node's 
 policy from ``context.node_config``, unpacks the mask, calls
 :func:`fedprune.federated.run_client_round` and packs the reply. The policy never comes from a
 server message: the node (or the launcher that owns simulated nodes) sets it.
+
+Under the Deployment Engine a SuperNode starts a fresh ClientApp process for every message, and
+three of a SecAgg+ round's four messages are key exchange and unmasking, answered by
+``secaggplus_mod`` alone. So this module imports only Flower and numpy; torch, Opacus and the
+core are imported when a node actually trains (:meth:`MaskedDPClient.fit`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from clients.legacy import RECORD_KEY_CONFIGS, NumPyClient, secaggplus_mod
-from fedprune.config import RunConfig
-from fedprune.federated import run_client_round
-from fedprune.federated.client_round import refused_round
-from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
-from fedprune.masks import MaskError, ParameterMask
-from fedprune.privacy.policy import PrivacyPolicy
+
+if TYPE_CHECKING:
+    from fedprune.config import RunConfig
+    from fedprune.masks import ParameterMask
+    from fedprune.privacy.policy import PrivacyPolicy
 
 __all__ = ["app", "make_client_app"]
 
@@ -41,12 +45,24 @@ class MaskedDPClient(NumPyClient):
     ) -> None:
         # An in-process launcher's settings: its run config over ``context.run_config``; its
         # node settings under the node's own (a node's own config wins).
-        run = {**dict(context.run_config), **dict(run_config or {})}
-        node = {**dict(node_config or {}), **dict(context.node_config)}
-        self.config = RunConfig.from_flat(run)
-        self.policy = PrivacyPolicy.from_node_config(node)
-        self.partition_id = int(node["partition-id"])
-        self.num_partitions = int(node["num-partitions"])
+        self.run_config = {**dict(context.run_config), **dict(run_config or {})}
+        self.node_config = {**dict(node_config or {}), **dict(context.node_config)}
+        self.partition_id = int(self.node_config["partition-id"])
+        self.num_partitions = int(self.node_config["num-partitions"])
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's settings (``context.run_config``, under a launcher's)."""
+        from fedprune.config import RunConfig
+
+        return RunConfig.from_flat(self.run_config)
+
+    @property
+    def policy(self) -> PrivacyPolicy:
+        """The node's own privacy policy (its node config; never from the server)."""
+        from fedprune.privacy.policy import PrivacyPolicy
+
+        return PrivacyPolicy.from_node_config(self.node_config)
 
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -56,6 +72,11 @@ class MaskedDPClient(NumPyClient):
         A missing or unreadable mask is refused (empty update, weight 0, the reason), not raised:
         the node took no step and says why.
         """
+        from fedprune.federated import run_client_round
+        from fedprune.federated.client_round import refused_round
+        from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
+        from fedprune.masks import MaskError
+
         try:
             mask = _decode_mask(config.get(CONFIG_MASK))
         except MaskError as err:
@@ -81,6 +102,8 @@ class MaskedDPClient(NumPyClient):
 
 def _decode_mask(value: object) -> ParameterMask:
     """The round's mask from the fit config value (``bytes`` from ``ParameterMask.to_bytes``)."""
+    from fedprune.masks import MaskError, ParameterMask
+
     if not isinstance(value, bytes | bytearray):
         raise MaskError(f"expected the mask as bytes, got {type(value).__name__}")
     return ParameterMask.from_bytes(value)

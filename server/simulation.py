@@ -8,7 +8,10 @@ simulated nodes' own privacy policy (ledger directory, budget, noise) is set her
 launcher that owns them, as a SuperNode operator sets ``--node-config``.
 
 The ClientApp is loaded by its component reference, as Flower's own engine loads it; Ray is
-started as a fresh local instance (never joining a running cluster) and shut down at the end.
+started as a fresh local instance (never joining a running cluster) and shut down at the end,
+unless the caller names a cluster to join (``--ray-address``, e.g. one started with
+``ray start --head``): then the clients run as actors across that cluster's nodes, and only
+this driver's connection is closed at the end (the cluster keeps running).
 """
 
 from __future__ import annotations
@@ -64,18 +67,28 @@ def simulated_node_policy(
 
 
 def run_federated(
-    overrides: dict[str, Any], *, policy: PrivacyPolicy | None = None, progress: bool = True
+    overrides: dict[str, Any],
+    *,
+    policy: PrivacyPolicy | None = None,
+    progress: bool = True,
+    ray_address: str = "",
 ) -> RunSummary:
     """Run the federated app in simulation with one Ray actor (1 CPU) per concurrent client.
 
-    Returns the summary the server also wrote to ``<out-dir>/summary.json``.
+    ``ray_address`` (``host:port`` of a running cluster's head) joins that cluster; empty (the
+    default) starts a private local Ray with 2 CPUs, whatever ``RAY_ADDRESS`` says. Returns the
+    summary the server also wrote to ``<out-dir>/summary.json``.
     """
     config = RunConfig().replace(**overrides)
     # Resolve now: the server writes relative to the launcher's working directory.
     config = config.replace(**{"out-dir": str(Path(config.out_dir).resolve())})
     policy = policy if policy is not None else simulated_node_policy(config)
 
-    os.environ["RAY_ADDRESS"] = "local"  # a fresh local Ray, never a running cluster
+    # Flower calls ray.init() itself: RAY_ADDRESS decides which Ray it gets.
+    os.environ["RAY_ADDRESS"] = ray_address or "local"
+    init_args: dict[str, Any] = {"address": ray_address or "local", "include_dashboard": False}
+    if not ray_address:
+        init_args["num_cpus"] = 2  # a cluster's resources are the cluster's own
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="flwr")
         from flwr.simulation import run_simulation
@@ -93,7 +106,7 @@ def run_federated(
         num_supernodes=config.federated.num_clients,
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"address": "local", "include_dashboard": False, "num_cpus": 2},
+            "init_args": init_args,
         },
     )
     if not sink:
@@ -146,7 +159,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     out_dir = Path(config.out_dir).resolve()
     done = preflight(config.replace(**{"out-dir": str(out_dir)}), policy)  # before Ray starts
-    summary = run_federated(flat, policy=policy, progress=not args.quiet)
+    summary = run_federated(
+        flat, policy=policy, progress=not args.quiet, ray_address=args.ray_address
+    )
     idle = summary.idle_reason(after_round=done)
     if idle:
         # The run finished, but trained nothing: not a success to script around.
@@ -179,6 +194,13 @@ def register(subparsers: Any) -> None:
     run.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
     run.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint.pt [federated.resume]"
+    )
+    run.add_argument(
+        "--ray-address",
+        default="",
+        metavar="HOST:PORT",
+        help="join this running Ray cluster (its head's address, from `ray start --head`); "
+        "default: a private local Ray, never a running cluster",
     )
     node = run.add_argument_group(
         "simulated nodes' own privacy policy (a real SuperNode sets these in --node-config)"

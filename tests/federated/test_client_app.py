@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +226,15 @@ def test_a_mask_for_another_model_is_refused_naming_the_tensor(
     reason = str(metrics[METRIC_REFUSED])
     assert "the server's mask does not fit the model" in reason and "extra.weight" in reason
     assert not default_ledger_dir().exists()
+
+
+def test_the_client_app_module_loads_without_torch() -> None:
+    # A SuperNode starts a fresh ClientApp process per message; SecAgg+'s key-exchange and
+    # unmasking messages never train, so loading the app must not pay for torch and Opacus.
+    code = (
+        "import sys, clients.client_app\n"
+        "heavy = sorted(m for m in ('torch', 'opacus', 'sklearn') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

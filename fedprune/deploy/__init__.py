@@ -1,0 +1,1 @@
+"""Flower-free helpers of a deployment: certificates and keys, node configs, local processes."""
