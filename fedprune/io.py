@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["atomic_write", "read_json", "to_json_text", "to_jsonable", "write_csv", "write_json"]
+__all__ = [
+    "atomic_write",
+    "read_json",
+    "to_json_text",
+    "to_jsonable",
+    "write_csv",
+    "write_json",
+    "write_torch",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -69,6 +77,18 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented strict JSON to ``path`` atomically (see the module policy)."""
     text = to_json_text(data) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (serialised in memory, then written).
+
+    Load it back with ``torch.load(path, weights_only=True)`` (tensors, containers, scalars).
+    """
+    import torch  # here: the rest of this module is torch-free
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def write_csv(
