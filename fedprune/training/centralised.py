@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,7 +223,7 @@ def load_model_state(out_dir: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no saved model: {path} does not exist")
     try:
         state = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(f"corrupt model file {path}: {err}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"corrupt model file {path}: not a state_dict")
