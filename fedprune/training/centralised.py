@@ -224,7 +224,10 @@ def load_model_state(out_dir: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, weights_only=True)
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
-        raise ValueError(f"corrupt model file {path}: {err}") from err
+        # torch's messages span many lines; the user error is one line (the cause is chained)
+        raise ValueError(
+            f"corrupt model file {path}: not a saved state_dict ({type(err).__name__})"
+        ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"corrupt model file {path}: not a state_dict")
     return dict(state)
