@@ -1,4 +1,4 @@
-"""The ``fedprune`` command line: ``train``, ``compare``, ``activation-privacy``; more from plugins.
+"""The ``fedprune`` command line: train, compare, audit, activation-privacy; more from plugins.
 
 Every flag maps onto one flat config key (:mod:`fedprune.flags`); only flags given on the
 command line override the one default table (:class:`fedprune.config.RunConfig`). Commands that
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fedprune import __version__
 from fedprune.activation.cli import add_activation_privacy_parser
+from fedprune.audit.cli import add_audit_parser
 from fedprune.compare.cli import add_compare_parser
 from fedprune.config import RunConfig
 from fedprune.flags import COMMON_FLAGS, TRAIN_FLAGS, add_flags, add_output_flags, overrides
@@ -66,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fedprune`` parser: ``train``, ``activation-privacy`` and plugin commands."""
+    """The ``fedprune`` parser: ``train``, ``activation-privacy``, ``audit`` and plugin commands."""
     parser = argparse.ArgumentParser(
         prog="fedprune",
         description="Federated DP-SGD that trains only a public-data-chosen subset of parameters.",
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_activation_privacy_parser(sub)
     add_compare_parser(sub)
+    add_audit_parser(sub)
     for entry in _plugin_commands():
         entry.load()(sub)
     return parser

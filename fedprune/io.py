@@ -26,6 +26,7 @@ __all__ = [
     "to_jsonable",
     "write_csv",
     "write_json",
+    "write_torch",
 ]
 
 
@@ -77,6 +78,18 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented strict JSON to ``path`` atomically (see the module policy)."""
     text = to_json_text(data) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (serialised in memory, then written).
+
+    Load it back with ``torch.load(path, weights_only=True)`` (tensors, containers, scalars).
+    """
+    import torch  # here: the rest of this module is torch-free
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def write_csv(

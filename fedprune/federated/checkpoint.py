@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 
 from fedprune.config import RunConfig
 from fedprune.fingerprint import config_changes
-from fedprune.io import atomic_write, to_json_text, to_jsonable
+from fedprune.io import to_json_text, to_jsonable, write_torch
 from fedprune.masks import ParameterMask
 from fedprune.summary import RunSummary
 
@@ -70,17 +69,15 @@ def save_checkpoint(out_dir: Path, checkpoint: Checkpoint) -> None:
     ``checkpoint.pt`` holds its own copy of the summary, so a crash between the two writes
     cannot pair a model with another round's bookkeeping; ``summary.json`` is the readable view.
     """
-    buffer = io.BytesIO()
-    torch.save(
+    write_torch(
+        out_dir / CHECKPOINT_FILE,
         {
             "round": checkpoint.round,
             "model": checkpoint.model,
             "mask": checkpoint.mask.to_bytes() if checkpoint.mask is not None else None,
             "summary": to_json_text(checkpoint.summary.to_dict(), indent=None),
         },
-        buffer,
     )
-    atomic_write(out_dir / CHECKPOINT_FILE, lambda f: f.write(buffer.getvalue()))
     checkpoint.summary.write(out_dir)
 
 

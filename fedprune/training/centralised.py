@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from torch import nn
 
 from fedprune.config import RunConfig
 from fedprune.data import PublicPrivateSplit
+from fedprune.io import write_torch
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, pick_mask, warm_start
 from fedprune.privacy import PrivacyLedger
@@ -28,12 +31,25 @@ from fedprune.training.recipe import (
     train_round,
 )
 
-__all__ = ["CENTRAL_HOLDER", "CentralisedRun", "run_centralised", "train_centralised"]
+__all__ = [
+    "CENTRAL_HOLDER",
+    "MODEL_FILE",
+    "CentralisedFit",
+    "CentralisedRun",
+    "fit_centralised",
+    "load_model_state",
+    "run_centralised",
+    "save_model",
+    "train_centralised",
+]
 
 logger = logging.getLogger(__name__)
 
 CENTRAL_HOLDER = 0
 """Holder id of a centralised run's private set (as partition 0 of 1 in a federated run)."""
+
+MODEL_FILE = "model.pt"
+"""The final model's ``state_dict`` in a centralised run's output directory."""
 
 
 @dataclass(frozen=True)
@@ -75,19 +91,19 @@ def train_centralised(
 ) -> CentralisedRun:
     """Train one model on ``split.private`` and evaluate it on ``split.test``.
 
-    Steps: split the dataset public/private; build the model from ``config.seed``; warm-start it
-    on public data (``config.warmup``); then the rounds of :func:`round_epochs` (one round in
-    ``freeze`` mode, rounds of ``mask.select-every`` epochs in ``select`` mode), each picking the
-    mask from the current weights and public data when due and running one
-    :func:`~fedprune.training.recipe.train_round` on the private split; evaluate on the test set.
+    Steps: build the model from ``config.seed``; warm-start it on public data
+    (``config.warmup``); then :func:`fit_centralised` (one round in ``freeze`` mode, rounds of
+    ``mask.select-every`` epochs in ``select`` mode, each picking the mask from the current
+    weights and public data when due); evaluate on the test set.
 
     ``ledger_store`` keeps the data holder's ledger (``<dataset>-central``) across runs, so
     their epsilons compose and ``privacy.max-epsilon`` holds over all of them; without one the
     run's ledger is in memory only. DP noise comes from a secure source unless
     ``reproducible_noise`` (debugging: anyone with the config can then remove it).
-    Writes ``<out_dir>/summary.json`` when ``config.out_dir`` is non-empty. ``split`` is
-    normally ``load_split(config.data, seed=config.seed)``; a tuning split (e.g. with a
-    validation set as ``test``) may stand in for it.
+    Writes ``<out_dir>/summary.json`` and the final model (``<out_dir>/model.pt``, see
+    :func:`save_model`) when ``config.out_dir`` is non-empty. ``split`` is normally
+    ``load_split(config.data, seed=config.seed)``; a tuning split (e.g. with a validation set
+    as ``test``) may stand in for it.
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -108,6 +124,82 @@ def train_centralised(
             if ledger_store is not None
             else new_ledger(p)
         )
+    after_round = (
+        (lambda: ledger_store.save(holder_name, ledger))
+        if ledger_store is not None and ledger is not None
+        else None
+    )
+    fit = fit_centralised(
+        model,
+        split,
+        config,
+        ledger=ledger,
+        reproducible_noise=reproducible_noise,
+        after_round=after_round,
+        progress=progress,
+    )
+    mask, result, rounds = fit.mask, fit.last_round, fit.rounds
+    holder = HolderSpend(num_examples=len(split.private), rounds_trained=len(rounds))
+    if private and ledger is not None and result.plan is not None:
+        holder.noise_multiplier = result.plan.noise_multiplier
+        holder.sample_rate = result.plan.sample_rate
+        holder.steps = ledger.steps
+        holder.epsilon = ledger.epsilon()
+        holder.delta = ledger.delta
+        holder.accountant = ledger.accountant
+        holder.noise = "reproducible" if reproducible_noise else "secure"
+    else:
+        holder.noise = "none"
+    final = evaluate(model, split.test)
+    summary = RunSummary(
+        kind="centralised",
+        config=config.to_flat(),
+        public_only_test_accuracy=public_only.accuracy,
+        total_coordinates=total,
+        trained_coordinates=mask.num_selected,
+        private=private,
+        test_accuracy=final.accuracy,
+        test_loss=final.loss,
+        holders={str(CENTRAL_HOLDER): holder},
+        duration_s=time.perf_counter() - started,
+    )
+    if config.out_dir:
+        save_model(Path(config.out_dir), model)
+        summary.write(Path(config.out_dir))
+    return CentralisedRun(model=model, summary=summary)
+
+
+@dataclass(frozen=True)
+class CentralisedFit:
+    """What :func:`fit_centralised` did: the last mask, the last round's result, the rounds."""
+
+    mask: ParameterMask
+    last_round: RoundResult
+    rounds: list[int]
+
+
+def fit_centralised(
+    model: nn.Module,
+    split: PublicPrivateSplit,
+    config: RunConfig,
+    *,
+    ledger: PrivacyLedger | None,
+    reproducible_noise: bool = False,
+    after_round: Callable[[], None] | None = None,
+    progress: bool = False,
+) -> CentralisedFit:
+    """The rounds of a centralised run on ``split.private`` (``model`` trained in place).
+
+    ``model`` comes warm-started (or not) from the caller. Each round of :func:`round_epochs`
+    picks the mask from the current weights and ``split.public`` when due and runs one
+    :func:`~fedprune.training.recipe.train_round`; ``after_round`` runs after every round,
+    even a failed one (e.g. to persist the ledger). ``ledger`` is required when private.
+
+    Formal guarantees
+    -----------------
+    As :func:`~fedprune.training.recipe.train_round`: record-level DP of ``split.private`` as
+    ``ledger`` reports; masks see only the weights and ``split.public``.
+    """
     rounds = round_epochs(config, federated=False)
     mask: ParameterMask | None = None
     result: RoundResult | None = None
@@ -135,33 +227,39 @@ def train_centralised(
                 progress=progress,
             )
         finally:
-            if ledger_store is not None and ledger is not None:
-                ledger_store.save(holder_name, ledger)
+            if after_round is not None:
+                after_round()
     assert result is not None and mask is not None  # round_epochs is never empty
-    holder = HolderSpend(num_examples=len(split.private), rounds_trained=len(rounds))
-    if private and ledger is not None and result.plan is not None:
-        holder.noise_multiplier = result.plan.noise_multiplier
-        holder.sample_rate = result.plan.sample_rate
-        holder.steps = ledger.steps
-        holder.epsilon = ledger.epsilon()
-        holder.delta = ledger.delta
-        holder.accountant = ledger.accountant
-        holder.noise = "reproducible" if reproducible_noise else "secure"
-    else:
-        holder.noise = "none"
-    final = evaluate(model, split.test)
-    summary = RunSummary(
-        kind="centralised",
-        config=config.to_flat(),
-        public_only_test_accuracy=public_only.accuracy,
-        total_coordinates=total,
-        trained_coordinates=mask.num_selected,
-        private=private,
-        test_accuracy=final.accuracy,
-        test_loss=final.loss,
-        holders={str(CENTRAL_HOLDER): holder},
-        duration_s=time.perf_counter() - started,
-    )
-    if config.out_dir:
-        summary.write(Path(config.out_dir))
-    return CentralisedRun(model=model, summary=summary)
+    return CentralisedFit(mask=mask, last_round=result, rounds=rounds)
+
+
+def save_model(out_dir: Path, model: nn.Module) -> Path:
+    """Write ``model.state_dict()`` to ``<out_dir>/model.pt`` atomically; returns the path."""
+    path = out_dir / MODEL_FILE
+    write_torch(path, model.state_dict())
+    return path
+
+
+def load_model_state(out_dir: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` saved by :func:`save_model` under ``out_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``model.pt`` under ``out_dir``.
+    ValueError
+        The file is not a saved ``state_dict`` (the message names it).
+    """
+    path = out_dir / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no saved model: {path} does not exist")
+    try:
+        state = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+        # torch's messages span many lines; the user error is one line (the cause is chained)
+        raise ValueError(
+            f"corrupt model file {path}: not a saved state_dict ({type(err).__name__})"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"corrupt model file {path}: not a state_dict")
+    return dict(state)

@@ -45,3 +45,14 @@ def test_atomic_write_keeps_the_old_file_when_the_callback_fails(tmp_path: Path)
         atomic_write(path, fail)
     assert read_json(path) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_write_torch_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    import torch
+
+    from fedprune.io import write_torch
+
+    path = tmp_path / "m" / "state.pt"
+    write_torch(path, {"w": torch.arange(3.0)})
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3.0))
+    assert [p.name for p in path.parent.iterdir()] == ["state.pt"]

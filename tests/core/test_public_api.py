@@ -9,6 +9,7 @@ import pytest
 PACKAGES = [
     "fedprune",
     "fedprune.activation",
+    "fedprune.audit",
     "fedprune.config",
     "fedprune.data",
     "fedprune.deploy.certs",
@@ -29,6 +30,7 @@ PACKAGES = [
     "fedprune.seeding",
     "fedprune.summary",
     "fedprune.training",
+    "fedprune.training.centralised",
     "fedprune.training.recipe",
 ]
 
