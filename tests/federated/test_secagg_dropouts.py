@@ -122,6 +122,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             timeout=1500,
             cwd=root,
         )
+        assert (out / "summary.json").exists(), proc.stderr[-4000:]
         yield {
             "proc": proc,
             "summary": json.loads((out / "summary.json").read_text()),
