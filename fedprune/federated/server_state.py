@@ -177,7 +177,11 @@ class FederatedServer:
         if not rounds or rounds[-1].round != server_round:
             # SecAgg+ halted this round: no aggregate reached the strategy.
             rounds.append(RoundRecord(round=server_round, skipped="secure aggregation halted"))
-            logger.warning("round %d: secure aggregation halted; model unchanged", server_round)
+            logger.warning(
+                "round %d: secure aggregation halted (too few clients left to reconstruct the "
+                "sum); round skipped, model unchanged",
+                server_round,
+            )
         row = rounds[-1]
         row.test_accuracy, row.test_loss = result.accuracy, result.loss
         self.summary.test_accuracy, self.summary.test_loss = result.accuracy, result.loss

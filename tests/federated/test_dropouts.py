@@ -116,7 +116,10 @@ def test_a_round_secagg_cannot_reconstruct_is_skipped_with_one_log_line(
 
     assert _unchanged(strategy.server.model, after_one)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("fedprune")]
-    assert lines == ["round 2: secure aggregation halted; model unchanged"]
+    assert lines == [
+        "round 2: secure aggregation halted (too few clients left to reconstruct the sum); "
+        "round skipped, model unchanged"
+    ]
     rows = strategy.server.summary.rounds
     assert [(r.round, r.skipped) for r in rows] == [(1, ""), (2, "secure aggregation halted")]
     assert rows[1].test_loss == rows[0].test_loss  # the very same model was evaluated

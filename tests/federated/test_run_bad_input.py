@@ -4,6 +4,10 @@ nothing earlier lost -- all before Ray starts; and a run that trained nothing ex
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -223,3 +227,38 @@ def test_idle_reason_names_every_cause_and_only_counts_this_runs_rounds() -> Non
         "no client trained in rounds 2-3: malformed replies from clients ['4']; "
         "2 failed or dropped replies; secure aggregation halted"
     )
+
+
+@pytest.mark.slow
+def test_a_real_run_every_client_refuses_exits_1_naming_the_budget(tmp_path: Path) -> None:
+    """The real thing (Ray): nodes whose budget is below one round's spend all refuse."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="fpbi", dir="/tmp"))  # short: Unix socket paths
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
+    argv = [*QUICK, "--no-secagg", "--public-warmup-epochs", "1", "--local-epochs", "1"]
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedprune.cli",
+                "run",
+                *argv,
+                "--out",
+                str(tmp_path / "out"),
+                "--node-max-epsilon",
+                "0.01",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            cwd=tmp_path,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fedprune: error: no client trained in round 1: client 0 refused: ")
+    assert "max_epsilon=0.01" in last and "Traceback" not in proc.stderr
+    summary = RunSummary.read(tmp_path / "out")  # the results are still written
+    assert summary.rounds[0].clients_refused == [0, 1, 2]

@@ -4,13 +4,16 @@ One ``fedprune run`` (3 clients, 3 rounds, SecAgg+ with reconstruction threshold
 ClientApp has one extra outer mod that makes chosen nodes vanish (raise, so Flower reports the
 node as failed) at a chosen SecAgg+ stage:
 
-- round 1: client 2 vanishes before the share exchange: the round completes with 0 and 1;
+- round 1: client 2 vanishes at the share exchange: its secrets were never shared, so in
+  Flower 1.41 SecAgg+ cannot unmask the survivors' sum (it expects shares of every node that
+  sent keys) and halts after 0 and 1 trained -- the round is skipped, the model unchanged;
 - round 2: client 2 trains, then vanishes instead of sending its masked vector: SecAgg+
   reconstructs its masks from the survivors' shares and the round completes with 0 and 1;
 - round 3: clients 1 and 2 train, then vanish: one survivor is below the threshold, so SecAgg+
-  halts and the round is skipped with one log line, the model unchanged.
+  halts and the round is skipped.
 
-Every node's ledger must hold every step it took, including the rounds whose reply was lost.
+Each skipped round is one log line; every node's ledger holds every step it took, including
+the rounds whose reply was lost or whose aggregate never formed.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from fedprune.federated.client_round import client_partition, ledger_holder
 from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.training.recipe import steps_for
 
-pytestmark = pytest.mark.slow
+# A Ray run on a shared 2-core machine can exceed the suite's 900 s default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NUM_CLIENTS = 3
 ARGS = [
@@ -115,9 +119,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             capture_output=True,
             text=True,
             env=env,
-            timeout=900,
+            timeout=1500,
             cwd=root,
         )
+        assert (out / "summary.json").exists(), proc.stderr[-4000:]
         yield {
             "proc": proc,
             "summary": json.loads((out / "summary.json").read_text()),
@@ -134,33 +139,38 @@ def test_the_run_finishes_and_the_dropouts_really_happened(run: dict[str, Any]) 
         assert f"simulated dropout {key}" in proc.stderr, key
 
 
-def test_rounds_complete_with_survivors_until_secagg_cannot_reconstruct(
+def test_rounds_complete_with_survivors_when_secagg_can_reconstruct(
     run: dict[str, Any],
 ) -> None:
-    rounds = run["summary"]["rounds"]
+    summary = run["summary"]
+    rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     one, two, three = rounds
-    assert (one["clients_trained"], one["skipped"]) == (2, "")
-    assert (two["clients_trained"], two["failures"], two["skipped"]) == (2, 1, "")
+    for skipped in (one, three):
+        assert skipped["skipped"] == "secure aggregation halted"
+        assert skipped["clients_trained"] == 0 and skipped["update_norm"] is None
+    assert (two["clients_trained"], two["skipped"]) == (2, "")
+    assert two["failures"] >= 1  # Flower 1.41 lists a node lost at this stage twice
     assert two["update_norm"] > 0
-    assert three["skipped"] == "secure aggregation halted"
-    assert three["clients_trained"] == 0
-    # the skipped round left the model exactly as round 2 made it
+    # the skipped rounds left the model exactly as it was: the warm start, then round 2's
+    assert one["test_accuracy"] == summary["public_only_test_accuracy"]
     assert (three["test_loss"], three["test_accuracy"]) == (two["test_loss"], two["test_accuracy"])
-    assert run["summary"]["test_accuracy"] == two["test_accuracy"]
+    assert summary["test_accuracy"] == two["test_accuracy"]
+    assert {k: h["rounds_trained"] for k, h in summary["holders"].items()} == {"0": 1, "1": 1}
 
 
-def test_the_skipped_round_is_one_clear_log_line(run: dict[str, Any]) -> None:
+def test_each_skipped_round_is_one_clear_log_line(run: dict[str, Any]) -> None:
     lines = run["proc"].stderr.splitlines()
-    ours = [line for line in lines if "secure aggregation halted; model unchanged" in line]
-    assert len(ours) == 1 and "round 3" in ours[0], ours
+    ours = [line for line in lines if "secure aggregation halted (too few clients" in line]
+    assert len(ours) == 2, ours
+    assert "round 1:" in ours[0] and "round 3:" in ours[1], ours
 
 
 def test_every_step_a_vanished_client_took_is_in_its_ledger(run: dict[str, Any]) -> None:
     config = RunConfig.from_flat(run["summary"]["config"])
     store = LedgerStore(run["ledgers"])
-    # client 2 trained in rounds 2 and 3 (replies lost); 0 and 1 in all three rounds, 1's
-    # round-3 reply lost and 0's discarded by the halted aggregation
+    # client 2 trained in rounds 2 and 3 (replies lost); 0 and 1 in all three, though only
+    # their round-2 replies were aggregated (rounds 1 and 3 halted; 1's round-3 reply lost)
     rounds_trained = {0: 3, 1: 3, 2: 2}
     for pid, rounds in rounds_trained.items():
         n = len(
