@@ -101,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_audit_parser(sub)
     for entry in _plugin_commands():
-        entry.load()(sub)
+        try:
+            register = entry.load()
+        except ImportError as err:
+            # A stale or broken plugin must not take every other command down with it.
+            logger.warning(
+                "command %r unavailable: cannot import %s (%s)", entry.name, entry.value, err
+            )
+            continue
+        register(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """The built wheel works on its own: it imports from where it is installed, ``fedprune run``
 comes from its entry point, and a tiny federated run writes its summary. Also: commands
-contributed twice (two installed copies) are registered once."""
+contributed twice (two installed copies) are registered once, and a broken one is skipped."""
 
 from __future__ import annotations
 
@@ -50,6 +50,28 @@ def test_a_command_contributed_twice_is_registered_once_first_wins(
     parser = build_parser()  # argparse would refuse a second "run" ("conflicting subparser")
     assert calls == ["first", "first"]  # run, then zeta: sorted by name
     assert parser.parse_args(["run"]).command == "run"
+
+
+class _BrokenEntryPoint:
+    name, value = "ghost", "server.gone:register"
+
+    def load(self) -> Any:
+        raise ModuleNotFoundError("No module named 'server.gone'")
+
+
+def test_a_plugin_that_cannot_be_imported_is_skipped_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+    found = [_BrokenEntryPoint(), _FakeEntryPoint("run", "first", calls)]
+    monkeypatch.setattr(fedprune.cli, "entry_points", lambda group: found)
+    with caplog.at_level("WARNING", logger="fedprune.cli"):
+        parser = build_parser()
+    assert calls == ["first"]
+    assert parser.parse_args(["train"]).command == "train"  # the core commands still work
+    assert "command 'ghost' unavailable: cannot import server.gone:register" in caplog.text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ghost"])
 
 
 def _run(command: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> str:
