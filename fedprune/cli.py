@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from fedprune import __version__
 from fedprune.activation.cli import add_activation_privacy_parser
@@ -131,13 +132,26 @@ def _plugin_commands() -> list[EntryPoint]:
     return [first[name] for name in sorted(first)]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (not when it was made),
+    so a caller that swaps stderr (a test, a notebook) never leaves us a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging(*, verbose: bool) -> None:
     """Log fedprune's own records (and the apps') to stderr.
 
     A handler on our package loggers rather than ``basicConfig``: Opacus configures the root
     logger on import, which would turn ``basicConfig`` into a no-op.
     """
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     for name in ("fedprune", "server", "clients"):
         package_logger = logging.getLogger(name)

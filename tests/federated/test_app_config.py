@@ -85,7 +85,8 @@ def test_run_help_lists_the_flags_and_node_policy(capsys: pytest.CaptureFixture[
         "--reproducible-noise",
     ):
         assert flag in out, flag
-    assert "[federated.num-rounds]" in out
+    text = " ".join(out.split())
+    assert f"[federated.num-rounds = {RunConfig().federated.num_rounds}]" in text  # the default
 
 
 def test_run_rejects_an_invalid_density_before_starting_anything(
