@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
 from fedprune.compare import CELL_RUNNERS
 from fedprune.config import RunConfig
+from fedprune.deploy.processes import end_process_group
 from fedprune.io import atomic_write, read_json
 from fedprune.summary import RunSummary
 
@@ -60,7 +59,7 @@ def run_federated_cell(config: RunConfig, *, timeout_s: float = CELL_TIMEOUT_S) 
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            _end_group(child.pid)
+            end_process_group(child.pid)
             shutil.rmtree(ray_tmp, ignore_errors=True)
     if code != 0:
         what = f"timed out after {timeout_s:.0f} s" if code is None else f"exited with {code}"
@@ -72,22 +71,6 @@ def run_federated_cell(config: RunConfig, *, timeout_s: float = CELL_TIMEOUT_S) 
             f"{config.federated.num_rounds} rounds; see {out / 'log.txt'}"
         )
     return summary
-
-
-def _end_group(pgid: int) -> None:
-    """Terminate what is left of process group ``pgid`` (the child's own session)."""
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 def register_cell_runner() -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["MARKER_VARIABLE", "ProcessSet", "Service", "free_ports"]
+__all__ = ["MARKER_VARIABLE", "ProcessSet", "Service", "end_process_group", "free_ports"]
 
 MARKER_VARIABLE = "FEDPRUNE_PROCESS_SET"
 """Environment variable naming the set a process belongs to (inherited by its descendants)."""
@@ -190,3 +190,20 @@ def _signal_group(service: Service, sig: signal.Signals) -> None:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def end_process_group(pgid: int, *, grace: float = 5.0) -> None:
+    """Terminate what is left of process group ``pgid`` (a child started in its own session,
+    so ``pgid`` is its PID): SIGTERM, up to ``grace`` seconds to exit, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

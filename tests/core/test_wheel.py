@@ -8,11 +8,9 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 
 import fedprune.cli
 from fedprune.cli import build_parser
+from fedprune.deploy.processes import end_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,28 +88,13 @@ def _run(command: list[str], *, env: dict[str, str], cwd: Path, timeout: float) 
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _end_group(proc.pid)
+        end_process_group(proc.pid)
         out, err = proc.communicate()
         pytest.fail(f"{command} timed out after {timeout} s\n{err[-4000:]}")
     finally:
-        _end_group(proc.pid)
+        end_process_group(proc.pid)
     assert proc.returncode == 0, f"{command} exited with {proc.returncode}\n{err[-4000:]}"
     return out
-
-
-def _end_group(pgid: int) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 @pytest.fixture
