@@ -37,10 +37,10 @@ from fedprune.config import RunConfig
 from fedprune.deploy.certs import DeploymentKeys, NodeKey, make_certificates, make_node_key
 from fedprune.deploy.flat_toml import write_flat_toml
 from fedprune.deploy.processes import ProcessSet, Service, free_ports
-from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, add_output_flags, overrides
+from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.summary import RunSummary, format_table
-from server.simulation import simulated_node_policy
+from server.simulation import add_federated_flags, federated_overrides, simulated_node_policy
 
 __all__ = ["APP_DIR", "DeploymentError", "LocalDeployment", "NodeHandle", "register"]
 
@@ -439,11 +439,7 @@ def _checked_app_dir(app_dir: Path) -> Path:
 
 
 def _local(args: argparse.Namespace) -> int:
-    flat = overrides(args, COMMON_FLAGS + FEDERATED_FLAGS)
-    if args.secagg is not None:
-        flat["secagg.enabled"] = args.secagg
-    if args.non_private:
-        flat["privacy.enabled"] = False
+    flat = federated_overrides(args)
     config = RunConfig().replace(**flat)
     policy = simulated_node_policy(config, max_epsilon=args.node_max_epsilon)
     ledger_root = args.ledger_dir or str(policy.ledger_path / "deploy-local")
@@ -508,15 +504,7 @@ def register(subparsers: Any) -> None:
         "every process it started.",
     )
     local.add_argument("--nodes", type=int, default=3, help="number of SuperNodes (default 3)")
-    add_flags(local, [f for f in COMMON_FLAGS + FEDERATED_FLAGS if f.flag != "--clients"])
-    add_output_flags(local)
-    local.add_argument(
-        "--secagg",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Flower SecAgg+ secure aggregation [secagg.enabled]",
-    )
-    local.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
+    add_federated_flags(local, [f for f in COMMON_FLAGS + FEDERATED_FLAGS if f.flag != "--clients"])
     local.add_argument(
         "--insecure",
         action="store_true",

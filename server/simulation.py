@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from fedprune.config import RunConfig
-from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, add_output_flags, overrides
+from fedprune.flags import (
+    COMMON_FLAGS,
+    FEDERATED_FLAGS,
+    Flag,
+    add_flags,
+    add_output_flags,
+    overrides,
+)
 from fedprune.io import ensure_writable_dir
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.summary import RunSummary
@@ -142,12 +149,34 @@ def preflight(config: RunConfig, policy: PrivacyPolicy) -> int:
     return 0 if checkpoint is None else checkpoint.round
 
 
-def _run(args: argparse.Namespace) -> int:
+def add_federated_flags(
+    parser: argparse.ArgumentParser, flags: list[Flag] = COMMON_FLAGS + FEDERATED_FLAGS
+) -> None:
+    """The options of a federated run (``run``, ``deploy local``): ``flags``, --out/--quiet,
+    --secagg/--no-secagg and --non-private; read back by :func:`federated_overrides`."""
+    add_flags(parser, flags, defaults=RunConfig().to_flat())
+    add_output_flags(parser)
+    parser.add_argument(
+        "--secagg",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Flower SecAgg+ secure aggregation [secagg.enabled]",
+    )
+    parser.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
+
+
+def federated_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat config keys the options of :func:`add_federated_flags` set."""
     flat = overrides(args, COMMON_FLAGS + FEDERATED_FLAGS)
     if args.secagg is not None:
         flat["secagg.enabled"] = args.secagg
     if args.non_private:
         flat["privacy.enabled"] = False
+    return flat
+
+
+def _run(args: argparse.Namespace) -> int:
+    flat = federated_overrides(args)
     if args.resume:
         flat["federated.resume"] = True
     config = RunConfig().replace(**flat)
@@ -183,15 +212,7 @@ def register(subparsers: Any) -> None:
         "from public data, clients run masked DP-SGD, updates meet in SecAgg+. Writes "
         "OUT/summary.json and OUT/checkpoint.pt after every round.",
     )
-    add_flags(run, COMMON_FLAGS + FEDERATED_FLAGS, defaults=RunConfig().to_flat())
-    add_output_flags(run)
-    run.add_argument(
-        "--secagg",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Flower SecAgg+ secure aggregation [secagg.enabled]",
-    )
-    run.add_argument("--non-private", action="store_true", help="plain SGD on clients, no DP")
+    add_federated_flags(run)
     run.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint.pt [federated.resume]"
     )
