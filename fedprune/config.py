@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from fedprune.data import available_datasets
+from fedprune.data import available_datasets, available_features
 from fedprune.masks import available_mask_strategies
 from fedprune.models import available_models
 
@@ -59,6 +59,9 @@ class DataConfig:
     """Comma-separated class indices for ``class-subset`` (empty: the first half)."""
     other_dataset: str = ""
     """Public dataset for ``other-dataset`` (e.g. ``cifar100`` for ``cifar10``)."""
+    features: str = "pixels"
+    """Fixed feature map applied to every record (:mod:`fedprune.data.features`): ``pixels``
+    or ``scattering`` (ScatterNet coefficients, standardised with public statistics)."""
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     dirichlet_alpha: float = 0.5
     shards_per_client: int = 2
@@ -90,6 +93,12 @@ class DataConfig:
                 f"one of {available_datasets()}",
                 name,
             )
+        _check(
+            self.features in available_features(),
+            "data.features",
+            f"one of {available_features()}",
+            self.features,
+        )
 
     @property
     def public_class_list(self) -> list[int] | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedprune.data import available_datasets
+from fedprune.data import available_datasets, available_features
 from fedprune.masks import available_mask_strategies
 from fedprune.models import available_models
 
@@ -77,6 +77,13 @@ COMMON_FLAGS = [
     ),
     Flag("--public-classes", "data.public-classes", _csv_ints, "classes of a class-subset"),
     Flag("--other-dataset", "data.other-dataset", str, "public dataset for other-dataset"),
+    Flag(
+        "--features",
+        "data.features",
+        str,
+        "fixed feature map: pixels, or scattering (ScatterNet; pair with --model linear)",
+        tuple(available_features()),
+    ),
     Flag("--public-warmup-epochs", "warmup.epochs", int, "non-private epochs on public data"),
     Flag("--warmup-lr", "warmup.lr", float, "learning rate of the public warm start"),
     Flag("--mode", "mask.mode", str, "freeze: pick once; select: re-pick", ("freeze", "select")),

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from fedprune.config import DataConfig, MaskConfig, RunConfig
-from fedprune.data import DatasetBundle, PublicDataset, PublicPrivateSplit, load_dataset
+from fedprune.data import (
+    DatasetBundle,
+    PublicDataset,
+    PublicPrivateSplit,
+    featurise_split,
+    load_dataset,
+)
 from fedprune.data import split_public_private as _split
 from fedprune.masks import ParameterMask, select_mask
 from fedprune.models import create_model
@@ -25,12 +31,13 @@ logger = logging.getLogger(__name__)
 
 
 def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
-    """Load ``data.dataset`` (and ``data.other_dataset`` if used) and split it public/private."""
+    """Load ``data.dataset`` (and ``data.other_dataset`` if used), split it public/private and
+    map every record through the fixed feature map ``data.features``."""
     bundle = _load(data.dataset, data)
     other: DatasetBundle | None = None
     if data.public_kind == "other-dataset":
         other = _load(data.other_dataset, data)
-    return _split(
+    split = _split(
         bundle,
         public_fraction=data.public_fraction,
         public_kind=data.public_kind,
@@ -38,6 +45,7 @@ def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
         public_classes=data.public_class_list,
         other=other,
     )
+    return featurise_split(split, data.features)
 
 
 def _load(name: str, data: DataConfig) -> DatasetBundle:

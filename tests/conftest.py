@@ -1,4 +1,5 @@
-"""Suite-wide isolation: no test reads or writes the user's real ledgers under ``~/.fedprune``."""
+"""Suite-wide isolation: no test reads or writes the user's real ledgers under ``~/.fedprune``
+or the user's feature cache."""
 
 from __future__ import annotations
 
@@ -13,4 +14,5 @@ def _isolated_fedprune_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     subprocess or Ray worker it starts."""
     home = tmp_path / "fedprune-home"
     monkeypatch.setenv("FEDPRUNE_HOME", str(home))
+    monkeypatch.setenv("FEDPRUNE_CACHE_DIR", str(tmp_path / "fedprune-cache"))
     return home

@@ -7,6 +7,7 @@ from fedprune.data.datasets import (
     load_dataset,
     register_dataset,
 )
+from fedprune.data.features import FEATURES, available_features, featurise_split
 from fedprune.data.partition import (
     PARTITION_SCHEMES,
     PartitionScheme,
@@ -29,6 +30,7 @@ from fedprune.data.splits import (
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py checks)
     "DATASETS",
     "DatasetBundle",
+    "FEATURES",
     "PARTITION_SCHEMES",
     "PUBLIC_KINDS",
     "PartitionScheme",
@@ -37,9 +39,11 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py chec
     "PublicKind",
     "PublicPrivateSplit",
     "available_datasets",
+    "available_features",
     "available_partition_schemes",
     "available_public_kinds",
     "client_dataset",
+    "featurise_split",
     "load_dataset",
     "partition_indices",
     "register_dataset",
