@@ -18,7 +18,6 @@ Privacy: the transform has no parameters and looks at no data, so features cost 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,12 +63,6 @@ def _periodise(hat: np.ndarray, res: int) -> np.ndarray:
     return (hat * keep).reshape(k, m // k, k, n // k).sum(axis=(0, 2))
 
 
-@dataclass(frozen=True)
-class _Wavelet:
-    j: int
-    levels: list[torch.Tensor]  # Fourier filter at resolutions 2^0 .. 2^-j (real, float32)
-
-
 def _subsample(x_hat: torch.Tensor, k: int) -> torch.Tensor:
     """Fourier transform of ``x[..., ::k, ::k]`` from the Fourier transform ``x_hat`` of ``x``."""
     if k == 1:
@@ -113,14 +106,20 @@ class Scattering2D:
         m, n = self._padded
         phi_hat = np.real(np.fft.fft2(_gabor(m, n, 0.8 * 2 ** (scales - 1), 0.0, 0.0, 1.0)))
         self._phi = [torch.from_numpy(_periodise(phi_hat, r)).float() for r in range(scales)]
-        self._psi: list[_Wavelet] = []
+        # _psi[j][r]: the L wavelets of scale j in Fourier at resolution 2^-r, (L, m/2^r, n/2^r).
+        self._psi: list[list[torch.Tensor]] = []
         for j in range(scales):
+            hats = []
             for t in range(angles):
                 theta = (int(angles - angles / 2 - 1) - t) * math.pi / angles
                 spatial = _morlet(m, n, 0.8 * 2**j, theta, 0.75 * math.pi / 2**j, 4.0 / angles)
-                hat = np.real(np.fft.fft2(spatial))
-                levels = [torch.from_numpy(_periodise(hat, r)).float() for r in range(j + 1)]
-                self._psi.append(_Wavelet(j, levels))
+                hats.append(np.real(np.fft.fft2(spatial)))
+            self._psi.append(
+                [
+                    torch.from_numpy(np.stack([_periodise(h_, r) for h_ in hats])).float()
+                    for r in range(j + 1)
+                ]
+            )
 
     @property
     def channels(self) -> int:
@@ -144,18 +143,23 @@ class Scattering2D:
                 f"got {tuple(x.shape)}"
             )
         n, c = x.shape[:2]
-        u0 = F.pad(x.reshape(n * c, 1, *self.shape).float(), self._pad, mode="reflect")[:, 0]
-        u0_hat = torch.fft.fft2(u0)
+        u0 = F.pad(x.reshape(n * c, 1, *self.shape).float(), self._pad, mode="reflect")
+        u0_hat = torch.fft.fft2(u0)  # (B, 1, m, n): one channel axis to broadcast over angles
         out = [self._low_pass(u0_hat, 0)]
         second: list[torch.Tensor] = []
-        for psi1 in self._psi:
-            u1 = torch.fft.ifft2(_subsample(u0_hat * psi1.levels[0], 2**psi1.j)).abs()
+        for j1 in range(self.scales):
+            # All angles of scale j1 at once: (B, L, m / 2^j1, n / 2^j1).
+            u1 = torch.fft.ifft2(_subsample(u0_hat * self._psi[j1][0], 2**j1)).abs()
             u1_hat = torch.fft.fft2(u1)
-            out.append(self._low_pass(u1_hat, psi1.j))
-            for psi2 in self._psi:
-                if psi2.j <= psi1.j:
-                    continue
-                u2_hat = _subsample(u1_hat * psi2.levels[psi1.j], 2 ** (psi2.j - psi1.j))
-                second.append(self._low_pass(torch.fft.fft2(torch.fft.ifft2(u2_hat).abs()), psi2.j))
-        s = torch.stack(out + second, dim=1)  # (N*C, K, h, w)
+            out.append(self._low_pass(u1_hat, j1))
+            paths = []  # (B, L1, L2, h, w) per j2 > j1, in Kymatio's order (j1, t1, j2, t2)
+            for j2 in range(j1 + 1, self.scales):
+                u2_hat = _subsample(
+                    u1_hat[:, :, None] * self._psi[j2][j1], 2 ** (j2 - j1)
+                )  # (B, L1, L2, ...)
+                paths.append(self._low_pass(torch.fft.fft2(torch.fft.ifft2(u2_hat).abs()), j2))
+            if paths:
+                block = torch.cat(paths, dim=2)
+                second.append(block.flatten(1, 2))
+        s = torch.cat(out + second, dim=1)  # (N*C, K, h, w)
         return s.reshape(n, c * s.shape[1], *s.shape[-2:]).contiguous()
