@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,38 +112,72 @@ def featurise_split(split: PublicPrivateSplit, name: str) -> PublicPrivateSplit:
     )
 
 
-_MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
-_MEMORY_ENTRIES = 6
-"""Feature tensors kept in this process (a run needs three: public, private, test)."""
+class _RecordCache:
+    """Features of one map by record content: ``blake2b(record bytes)`` -> feature row.
+
+    Rows live in this process and in shard files ``<prefix>-<digest>.pt`` (``{"keys": uint8
+    (N, 16), "features": (N, C', H', W')}``) under :func:`feature_cache_dir`. Keyed by record,
+    not by tensor, a record computed once is found again in any split, seed or public kind.
+    """
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        self.directory, self.prefix = directory, prefix
+        self.rows: dict[bytes, torch.Tensor] = {}
+        for path in sorted(directory.glob(f"{prefix}-*.pt")):
+            try:
+                shard = torch.load(path, weights_only=True)
+                keys, features = shard["keys"], shard["features"]
+                if keys.shape != (len(features), _KEY_BYTES):
+                    raise ValueError(f"keys {tuple(keys.shape)} for {len(features)} rows")
+            except Exception as err:  # a torn or foreign file: its rows are recomputed
+                logger.warning("ignoring unreadable feature cache %s (%s)", path, err)
+                continue
+            self.rows.update(zip((bytes(k) for k in keys.numpy()), features, strict=True))
+
+    def features(self, x: torch.Tensor, name: str, transform: FeatureMap) -> torch.Tensor:
+        keys = _record_keys(x)
+        unique: dict[bytes, int] = {}  # each record not yet cached -> its first row in x
+        for i, k in enumerate(keys):
+            if k not in self.rows:
+                unique.setdefault(k, i)
+        if unique:
+            rows = torch.tensor(list(unique.values()), dtype=torch.int64)
+            computed = _compute(x[rows], name, transform)
+            self.rows.update(zip(unique.keys(), computed, strict=True))
+            self._write(list(unique.keys()), computed)
+        return torch.stack([self.rows[k] for k in keys]) if keys else _compute(x, name, transform)
+
+    def _write(self, keys: list[bytes], features: torch.Tensor) -> None:
+        digest = hashlib.sha256(b"".join(keys)).hexdigest()[:32]
+        path = self.directory / f"{self.prefix}-{digest}.pt"
+        key_tensor = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8)
+        shard = {"keys": key_tensor.reshape(len(keys), _KEY_BYTES), "features": features}
+        try:
+            write_torch(path, shard)
+        except OSError as err:
+            logger.warning("cannot cache features in %s (%s); they will be recomputed", path, err)
+
+
+_KEY_BYTES = 16
+_CACHES: dict[tuple[Path, str], _RecordCache] = {}
+"""One record cache per (cache directory, map and input shape) in this process."""
 
 
 def _features(x: torch.Tensor, name: str, transform: FeatureMap) -> torch.Tensor:
-    """``transform(x)``, from this process's memory or the disk cache when seen before."""
-    key = f"{name}-{_digest(x, name)}"
-    if key in _MEMORY:
-        _MEMORY.move_to_end(key)
-        return _MEMORY[key]
-    out = _load_or_compute(feature_cache_dir() / f"{key}.pt", name, transform, x)
-    _MEMORY[key] = out
-    while len(_MEMORY) > _MEMORY_ENTRIES:
-        _MEMORY.popitem(last=False)
-    return out
+    """``transform(x)``, row by row from this process's memory or the disk cache where seen."""
+    directory = feature_cache_dir()
+    prefix = f"{name}-{'x'.join(str(d) for d in x.shape[1:])}"
+    if (directory, prefix) not in _CACHES:
+        _CACHES[(directory, prefix)] = _RecordCache(directory, prefix)
+    return _CACHES[(directory, prefix)].features(x, name, transform)
 
 
-def _digest(x: torch.Tensor, name: str) -> str:
-    h = hashlib.sha256(f"{name}|{tuple(x.shape)}|{x.dtype}|".encode())
-    h.update(x.contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
+def _record_keys(x: torch.Tensor) -> list[bytes]:
+    rows = x.detach().contiguous().numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=_KEY_BYTES).digest() for row in rows]
 
 
-def _load_or_compute(path: Path, name: str, transform: FeatureMap, x: torch.Tensor) -> torch.Tensor:
-    if path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True)
-            if isinstance(cached, torch.Tensor) and len(cached) == len(x):
-                return cached
-        except Exception as err:  # a torn or foreign file: recompute and replace it
-            logger.warning("ignoring unreadable feature cache %s (%s)", path, err)
+def _compute(x: torch.Tensor, name: str, transform: FeatureMap) -> torch.Tensor:
     with torch.no_grad():
         chunks = [
             transform(x[i : i + _CHUNK])
@@ -155,9 +188,4 @@ def _load_or_compute(path: Path, name: str, transform: FeatureMap, x: torch.Tens
                 leave=False,
             )
         ]
-    out = torch.cat(chunks) if chunks else transform(x[:0])
-    try:
-        write_torch(path, out)
-    except OSError as err:
-        logger.warning("cannot cache features in %s (%s); they will be recomputed", path, err)
-    return out
+    return torch.cat(chunks) if chunks else transform(x[:0])

@@ -26,7 +26,7 @@ from fedprune.data.splits import PublicPrivateSplit
 @pytest.fixture(autouse=True)
 def _fresh_memory() -> None:
     """Every test starts with nothing cached in this process (disk: its own tmp cache dir)."""
-    features_module._MEMORY.clear()
+    features_module._CACHES.clear()
 
 
 def _digits_split() -> PublicPrivateSplit:
@@ -95,7 +95,7 @@ def test_features_are_cached_on_disk_and_a_damaged_cache_is_recomputed(
     split = _digits_split()
     first = featurise_split(split, "scattering")
     files = sorted(feature_cache_dir().glob("scattering-*.pt"))
-    assert len(files) == 3  # public, private, test
+    assert len(files) == 3  # one shard per tensor first seen: public, private, test
 
     calls: list[int] = []
     real_call = Scattering2D.__call__
@@ -105,18 +105,19 @@ def test_features_are_cached_on_disk_and_a_damaged_cache_is_recomputed(
         return real_call(self, x)
 
     monkeypatch.setattr(Scattering2D, "__call__", counting)
-    features_module._MEMORY.clear()
+    features_module._CACHES.clear()
     again = featurise_split(split, "scattering")
     assert calls == []  # all three read back from disk
     assert torch.equal(again.private.dataset.tensors[0], first.private.dataset.tensors[0])
 
     files[0].write_bytes(b"torn")
-    features_module._MEMORY.clear()
+    features_module._CACHES.clear()
     with caplog.at_level(logging.WARNING, logger="fedprune"):
         repaired = featurise_split(split, "scattering")
     assert "unreadable feature cache" in caplog.text and calls  # recomputed, and rewritten
     assert torch.equal(repaired.test.tensors[0], first.test.tensors[0])
-    assert all(torch.load(f, weights_only=True).ndim == 4 for f in files)
+    assert sorted(feature_cache_dir().glob("scattering-*.pt")) == files  # rewritten in place
+    assert all(torch.load(f, weights_only=True)["features"].ndim == 4 for f in files)
 
 
 def test_an_unwritable_cache_only_warns(
@@ -136,3 +137,32 @@ def test_unknown_feature_map_is_refused_by_name() -> None:
         RunConfig.from_flat({"data.features": "sift"})
     with pytest.raises(ValueError, match="unknown feature map 'sift'"):
         featurise_split(_digits_split(), "sift")
+
+
+def test_records_seen_in_another_split_are_not_recomputed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by record: a new seed reshuffles public/private, computes nothing."""
+    bundle = load_dataset("digits")
+    first = featurise_split(
+        split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=0),
+        "scattering",
+    )
+    calls: list[int] = []
+    real_call = Scattering2D.__call__
+
+    def counting(self: Scattering2D, x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return real_call(self, x)
+
+    monkeypatch.setattr(Scattering2D, "__call__", counting)
+    features_module._CACHES.clear()  # from disk, as a new process would
+    other = split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=1)
+    second = featurise_split(other, "scattering")
+    assert calls == []
+    assert second.private.dataset.tensors[0].shape[0] == len(other.private)
+    # Same test records, same features; standardised with the new public set's statistics.
+    assert not torch.equal(second.test.tensors[0], first.test.tensors[0])
+    transformed = split_public_private(
+        bundle, public_fraction=0.2, public_kind="transformed", seed=0
+    )
+    featurise_split(transformed, "scattering")
+    assert calls == [len(transformed.public)]  # only the shifted public images are new
