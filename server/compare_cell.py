@@ -3,8 +3,9 @@
 Registered into :data:`fedprune.compare.CELL_RUNNERS` by :func:`register_cell_runner`, which
 ``server.simulation.register`` calls whenever the ``fedprune`` command line loads the app's
 commands, so the core never imports this package. Each cell runs in its own process
-(``python -m server.compare_cell CELL_DIR``) with its own session and short Ray temp dir, so Ray
-starts fresh and whatever it leaves behind is ended by process group. The cell's simulated nodes
+(``python -m server.compare_cell CELL_DIR PARENT_PID``) with its own session and short Ray temp
+dir, so Ray starts fresh and whatever it leaves behind is ended by process group; the cell ends
+itself when its parent dies. The cell's simulated nodes
 keep a fresh ledger of their own in ``<cell dir>/ledgers`` (research runs report each run's own
 epsilon; see :func:`server.simulation.simulated_node_policy`).
 """
@@ -14,9 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -49,7 +53,7 @@ def run_federated_cell(config: RunConfig, *, timeout_s: float = CELL_TIMEOUT_S) 
     ray_tmp = tempfile.mkdtemp(prefix="fc", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "server.compare_cell", str(out)]
+    command = [sys.executable, "-m", "server.compare_cell", str(out), str(os.getpid())]
     with (out / "log.txt").open("w") as log:
         child = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -89,6 +93,22 @@ def _child(cell_dir: Path) -> int:
     return 0
 
 
+def _end_with_parent(parent: int, *, poll_s: float = 2.0) -> None:
+    """A daemon thread that ends this cell's whole session (Ray included) once ``parent`` is
+    gone, e.g. a ``fedprune compare`` or pytest killed with SIGKILL: the cell has its own
+    session, so nothing else would stop it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        print(f"compare cell: parent {parent} is gone; stopping", file=sys.stderr, flush=True)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+        time.sleep(poll_s)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def _main() -> None:
     """Child entry: run, then leave at once with the run's status.
 
@@ -96,6 +116,7 @@ def _main() -> None:
     Flower and Ray can leave non-daemon threads behind that would keep the process alive until
     the parent's timeout; a finished (or failed) cell should end now.
     """
+    _end_with_parent(int(sys.argv[2]))
     try:
         code = _child(Path(sys.argv[1]))
     except BaseException:
