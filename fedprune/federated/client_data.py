@@ -277,16 +277,15 @@ def export_partitions(config: RunConfig, out_dir: str | Path) -> list[Path]:
     Raises
     ------
     ValueError
-        The partition is impossible (see :func:`check_partitions`).
-    FileExistsError
-        A ``records.npz`` is already there (nothing was written).
+        The partition is impossible (see :func:`check_partitions`), or a ``records.npz`` is
+        already there (nothing was written).
     """
     check_partitions(config)
     n = config.federated.num_clients
     dirs = [Path(out_dir) / f"node-{k}" for k in range(n)]
     taken = [str(d / RECORDS_FILE) for d in dirs if (d / RECORDS_FILE).exists()]
     if taken:
-        raise FileExistsError(f"refusing to overwrite node records: {taken}")
+        raise ValueError(f"refusing to overwrite node records: {taken} exist")
     for k, directory in enumerate(dirs):
         save_records(directory, PartitionData(k, n).load(config), dataset=config.data.dataset)
     return dirs
