@@ -2,12 +2,13 @@
 
 ``fedprune deploy local --nodes N`` starts, on 127.0.0.1, one ``flower-superlink`` (TLS, SuperNode
 authentication with registered keys) and N ``flower-supernode`` processes, each with its own
-``--node-config`` (partition, privacy policy, its *own* ledger directory), submits the app with
-``flwr run``, waits for it, and returns the run summary the ServerApp wrote to
-``<out-dir>/summary.json``. Every process it started is stopped when it is done, on failure or on
+``--node-config`` (partition or records of its own, privacy policy, its *own* ledger directory),
+submits the app with ``flwr run``, waits for it, and returns the run summary the ServerApp wrote
+to ``<out-dir>/summary.json``. Every process it started is stopped when it is done, on failure or on
 Ctrl-C (:class:`fedprune.deploy.processes.ProcessSet`). ``fedprune deploy certs`` makes the CA,
 server certificate and node keys of a real deployment (``README.md``, "Deploy on several
-machines").
+machines"); ``fedprune deploy export-partitions`` writes partitions as nodes' own record
+directories (``data-dir``).
 
 Only Flower's own executables and its HTTP-based Deployment Engine are used; no transport of
 ours. Ports are chosen by the kernel, so parallel deployments do not collide. The Flower CLI's
@@ -38,7 +39,15 @@ from fedprune.data import RECORDS_FILE
 from fedprune.deploy.certs import DeploymentKeys, NodeKey, make_certificates, make_node_key
 from fedprune.deploy.flat_toml import write_flat_toml
 from fedprune.deploy.processes import ProcessSet, Service, free_ports
-from fedprune.federated.client_data import DirectoryData, PartitionData, export_partitions
+from fedprune.federated.client_data import (
+    NODE_CLIENT_ID,
+    NODE_DATA_DIR,
+    NODE_NUM_PARTITIONS,
+    NODE_PARTITION_ID,
+    DirectoryData,
+    PartitionData,
+    export_partitions,
+)
 from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, overrides
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.summary import RunSummary, format_table
@@ -80,8 +89,8 @@ class NodeHandle:
     def data_config(self, num_nodes: int) -> dict[str, int | str]:
         """The node-config keys that say which records the node trains on."""
         if self.data_dir is None:
-            return {"partition-id": self.partition_id, "num-partitions": num_nodes}
-        return {"data-dir": str(self.data_dir), "client-id": self.partition_id}
+            return {NODE_PARTITION_ID: self.partition_id, NODE_NUM_PARTITIONS: num_nodes}
+        return {NODE_DATA_DIR: str(self.data_dir), NODE_CLIENT_ID: self.partition_id}
 
 
 class LocalDeployment:
