@@ -1,7 +1,9 @@
-"""The fedprune ClientApp: local masked DP-SGD on the node's partition, behind SecAgg+.
+"""The fedprune ClientApp: local masked DP-SGD on the node's records, behind SecAgg+.
 
-The handler reads the run's settings from ``context.run_config`` and the node's own privacy
-policy from ``context.node_config``, unpacks the mask, calls
+The handler reads the run's settings from ``context.run_config`` and, from
+``context.node_config``, the node's records (``partition-id`` of the run's dataset, or
+``data-dir``: its own, see :mod:`fedprune.federated.client_data`) and its own privacy policy;
+it unpacks the mask, calls
 :func:`fedprune.federated.run_client_round` and packs the reply. The policy never comes from a
 server message: the node (or the launcher that owns simulated nodes) sets it.
 
@@ -25,6 +27,7 @@ from clients.legacy import RECORD_KEY_CONFIGS, NumPyClient, secaggplus_mod
 
 if TYPE_CHECKING:
     from fedprune.config import RunConfig
+    from fedprune.federated.client_data import ClientData
     from fedprune.masks import ParameterMask
     from fedprune.privacy.policy import PrivacyPolicy
 
@@ -34,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class MaskedDPClient(NumPyClient):
-    """A NumPyClient (the reply shape SecAgg+ needs) for one node's partition."""
+    """A NumPyClient (the reply shape SecAgg+ needs) for one node's records."""
 
     def __init__(
         self,
@@ -47,8 +50,6 @@ class MaskedDPClient(NumPyClient):
         # node settings under the node's own (a node's own config wins).
         self.run_config = {**dict(context.run_config), **dict(run_config or {})}
         self.node_config = {**dict(node_config or {}), **dict(context.node_config)}
-        self.partition_id = int(self.node_config["partition-id"])
-        self.num_partitions = int(self.node_config["num-partitions"])
 
     @property
     def config(self) -> RunConfig:
@@ -56,6 +57,13 @@ class MaskedDPClient(NumPyClient):
         from fedprune.config import RunConfig
 
         return RunConfig.from_flat(self.run_config)
+
+    @property
+    def data(self) -> ClientData:
+        """The node's records: ``partition-id`` or ``data-dir`` of its node config."""
+        from fedprune.federated.client_data import node_data
+
+        return node_data(self.node_config)
 
     @property
     def policy(self) -> PrivacyPolicy:
@@ -77,12 +85,13 @@ class MaskedDPClient(NumPyClient):
         from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
         from fedprune.masks import MaskError
 
+        data = self.data
         try:
             mask = _decode_mask(config.get(CONFIG_MASK))
         except MaskError as err:
-            logger.warning("client %d refuses the round: %s", self.partition_id, err)
+            logger.warning("%s refuses the round: %s", data.describe(), err)
             result = refused_round(
-                partition_id=self.partition_id,
+                partition_id=data.client_id,
                 reason=f"unreadable mask from the server: {err}",
                 num_selected=0,
                 policy=self.policy,
@@ -90,8 +99,7 @@ class MaskedDPClient(NumPyClient):
             return [result.update], result.num_examples, dict(result.metrics)
         result = run_client_round(
             self.config,
-            partition_id=self.partition_id,
-            num_partitions=self.num_partitions,
+            data=data,
             global_arrays=parameters,
             mask=mask,
             server_round=int(config[CONFIG_ROUND]),

@@ -21,6 +21,7 @@ from typing import IO, Any, Literal
 __all__ = [
     "atomic_write",
     "ensure_writable_dir",
+    "fedprune_home",
     "read_json",
     "to_json_text",
     "to_jsonable",
@@ -28,6 +29,11 @@ __all__ = [
     "write_json",
     "write_torch",
 ]
+
+
+def fedprune_home() -> Path:
+    """fedprune's per-machine state directory: ``$FEDPRUNE_HOME``, default ``~/.fedprune``."""
+    return Path(os.environ.get("FEDPRUNE_HOME") or Path.home() / ".fedprune")
 
 
 def to_jsonable(value: Any) -> Any:

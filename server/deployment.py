@@ -2,12 +2,13 @@
 
 ``fedprune deploy local --nodes N`` starts, on 127.0.0.1, one ``flower-superlink`` (TLS, SuperNode
 authentication with registered keys) and N ``flower-supernode`` processes, each with its own
-``--node-config`` (partition, privacy policy, its *own* ledger directory), submits the app with
-``flwr run``, waits for it, and returns the run summary the ServerApp wrote to
-``<out-dir>/summary.json``. Every process it started is stopped when it is done, on failure or on
+``--node-config`` (partition or records of its own, privacy policy, its *own* ledger directory),
+submits the app with ``flwr run``, waits for it, and returns the run summary the ServerApp wrote
+to ``<out-dir>/summary.json``. Every process it started is stopped when it is done, on failure or on
 Ctrl-C (:class:`fedprune.deploy.processes.ProcessSet`). ``fedprune deploy certs`` makes the CA,
 server certificate and node keys of a real deployment (``README.md``, "Deploy on several
-machines").
+machines"); ``fedprune deploy export-partitions`` writes partitions as nodes' own record
+directories (``data-dir``).
 
 Only Flower's own executables and its HTTP-based Deployment Engine are used; no transport of
 ours. Ports are chosen by the kernel, so parallel deployments do not collide. The Flower CLI's
@@ -27,17 +28,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from fedprune.config import RunConfig
+from fedprune.data import RECORDS_FILE
 from fedprune.deploy.certs import DeploymentKeys, NodeKey, make_certificates, make_node_key
 from fedprune.deploy.flat_toml import write_flat_toml
 from fedprune.deploy.processes import ProcessSet, Service, free_ports
-from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS
+from fedprune.federated.client_data import (
+    NODE_CLIENT_ID,
+    NODE_DATA_DIR,
+    NODE_NUM_PARTITIONS,
+    NODE_PARTITION_ID,
+    DirectoryData,
+    PartitionData,
+    export_partitions,
+)
+from fedprune.flags import COMMON_FLAGS, FEDERATED_FLAGS, add_flags, overrides
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.summary import RunSummary, format_table
 from server.simulation import add_federated_flags, federated_overrides, simulated_node_policy
@@ -51,6 +62,9 @@ CONNECTION = "fedprune-local"
 """The SuperLink connection's name in the deployment's own ``$FLWR_HOME/config.toml``."""
 
 HOST = "127.0.0.1"
+
+DATA_FLAGS = [f for f in COMMON_FLAGS + FEDERATED_FLAGS if f.key.split(".")[0] in ("seed", "data")]
+"""The options that decide a run's partitions (``deploy export-partitions``)."""
 
 
 class DeploymentError(RuntimeError):
@@ -66,8 +80,17 @@ class NodeHandle:
     key: NodeKey | None
     ledger_dir: Path
     node_config: Path
+    data_dir: Path | None = None
+    """Its own records (node config ``data-dir``, client id ``partition_id``); ``None``: it
+    takes partition ``partition_id`` of the run's dataset."""
     node_id: int | None = None
     service: Service | None = None
+
+    def data_config(self, num_nodes: int) -> dict[str, int | str]:
+        """The node-config keys that say which records the node trains on."""
+        if self.data_dir is None:
+            return {NODE_PARTITION_ID: self.partition_id, NODE_NUM_PARTITIONS: num_nodes}
+        return {NODE_DATA_DIR: str(self.data_dir), NODE_CLIENT_ID: self.partition_id}
 
 
 class LocalDeployment:
@@ -77,7 +100,9 @@ class LocalDeployment:
     registration, SuperNodes; see :meth:`start`), :meth:`run` runs the app once, exiting stops
     every process started. ``work_dir`` holds certificates, Flower's state, node configs and
     ``logs/`` (kept after exit). Node ``k`` keeps its ledger in ``ledger_root/node-k`` and has
-    ``policy`` with that ledger directory. ``insecure=True`` runs without TLS and without node
+    ``policy`` with that ledger directory. Node ``k`` trains on its own records in
+    ``data_dirs[k]`` when given (:mod:`fedprune.federated.client_data`), else on partition ``k``
+    of the run's dataset. ``insecure=True`` runs without TLS and without node
     authentication (anyone who can reach the port could join): loopback experiments only.
     """
 
@@ -88,6 +113,7 @@ class LocalDeployment:
         num_nodes: int,
         ledger_root: str | Path,
         policy: PrivacyPolicy,
+        data_dirs: Mapping[int, str | Path] | None = None,
         insecure: bool = False,
         app_dir: str | Path = APP_DIR,
         timeout: float = 180.0,
@@ -103,6 +129,11 @@ class LocalDeployment:
         self.processes = ProcessSet(self.work_dir / "logs")
         self.keys: DeploymentKeys | None = None
         self.port = 0
+        data_dirs = dict(data_dirs or {})
+        if not set(data_dirs) <= set(range(num_nodes)):
+            raise ValueError(
+                f"data_dirs: expected node numbers in [0, {num_nodes}), got {sorted(data_dirs)}"
+            )
         self.nodes = [
             NodeHandle(
                 name=f"node-{k}",
@@ -110,6 +141,7 @@ class LocalDeployment:
                 key=None,
                 ledger_dir=Path(ledger_root).resolve() / f"node-{k}",
                 node_config=self.work_dir / "nodes" / f"node-{k}.toml",
+                data_dir=Path(data_dirs[k]).resolve() if k in data_dirs else None,
             )
             for k in range(num_nodes)
         ]
@@ -156,11 +188,7 @@ class LocalDeployment:
             policy = dataclasses.replace(self.policy, ledger_dir=str(node.ledger_dir))
             write_flat_toml(
                 node.node_config,
-                {
-                    "partition-id": node.partition_id,
-                    "num-partitions": self.num_nodes,
-                    **policy.to_node_config(),
-                },
+                {**node.data_config(self.num_nodes), **policy.to_node_config()},
             )
             if node.key is not None:
                 node.node_id = self.register(node.key)
@@ -238,7 +266,8 @@ class LocalDeployment:
         if self.keys is None:
             raise ValueError("an insecure deployment has no node authentication to refuse with")
         key = make_node_key(self.work_dir / "certs" / "unregistered", name)
-        handle = NodeHandle(name, 0, key, self.nodes[0].ledger_dir, self.nodes[0].node_config)
+        first = self.nodes[0]
+        handle = NodeHandle(name, 0, key, first.ledger_dir, first.node_config, first.data_dir)
         return self.start_node(handle)
 
     def list_nodes(self) -> list[dict[str, Any]]:
@@ -438,11 +467,20 @@ def _checked_app_dir(app_dir: Path) -> Path:
 # -- command line -----------------------------------------------------------------------------
 
 
+def _node_data_dirs(config: RunConfig, root: str, num_nodes: int) -> dict[int, Path]:
+    """``root/node-k`` for every node, each checked to hold records for the run's task."""
+    dirs = {k: Path(root) / f"node-{k}" for k in range(num_nodes)}
+    for k, directory in dirs.items():
+        DirectoryData(directory.resolve(), client_id=k).load(config)
+    return dirs
+
+
 def _local(args: argparse.Namespace) -> int:
     flat = federated_overrides(args)
     config = RunConfig().replace(**flat)
     policy = simulated_node_policy(config, max_epsilon=args.node_max_epsilon)
     ledger_root = args.ledger_dir or str(policy.ledger_path / "deploy-local")
+    data_dirs = _node_data_dirs(config, args.data_dirs, args.nodes) if args.data_dirs else None
     work = Path(tempfile.mkdtemp(prefix="fedprune-deploy-"))
     try:
         deployment = LocalDeployment(
@@ -450,6 +488,7 @@ def _local(args: argparse.Namespace) -> int:
             num_nodes=args.nodes,
             ledger_root=ledger_root,
             policy=policy,
+            data_dirs=data_dirs,
             insecure=args.insecure,
             app_dir=args.app,
         )
@@ -460,9 +499,10 @@ def _local(args: argparse.Namespace) -> int:
         with deployment:
             if not args.quiet:
                 security = "insecure" if args.insecure else "TLS, node authentication"
+                data = f"records in {args.data_dirs}/node-k, " if args.data_dirs else ""
                 print(
                     f"SuperLink {HOST}:{deployment.port} ({security}), {args.nodes} SuperNodes "
-                    f"(ledgers in {ledger_root}/node-k); logs in {work / 'logs'}"
+                    f"({data}ledgers in {ledger_root}/node-k); logs in {work / 'logs'}"
                 )
             summary = deployment.run(flat)
     finally:
@@ -472,6 +512,19 @@ def _local(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(format_table(summary))
     print(f"summary: {Path(config.out_dir).resolve() / 'summary.json'}")
+    return 0
+
+
+def _export_partitions(args: argparse.Namespace) -> int:
+    if args.nodes < 1:
+        raise ValueError(f"--nodes: expected >= 1, got {args.nodes}")
+    flat = overrides(args, DATA_FLAGS)
+    config = RunConfig().replace(**{**flat, "federated.num-clients": args.nodes})
+    for k, directory in enumerate(export_partitions(config, args.out)):
+        n = len(PartitionData(k, args.nodes).load(config))
+        print(f"node {k}: {n} records of {config.data.dataset} in {directory / RECORDS_FILE}")
+    root = Path(args.out).resolve()
+    print(f"give node k: --node-config \"data-dir='{root}/node-k' client-id=k\" (and its policy)")
     return 0
 
 
@@ -522,8 +575,28 @@ def register(subparsers: Any) -> None:
         default=None,
         help=f"each node's budget over all runs (default {PrivacyPolicy().max_epsilon:g})",
     )
+    local.add_argument(
+        "--data-dirs",
+        default="",
+        metavar="DIR",
+        help="node k trains on its own records in DIR/node-k/records.npz (node config data-dir; "
+        "make them with 'fedprune deploy export-partitions') instead of partition k",
+    )
     local.add_argument("--app", default=str(APP_DIR), help="the Flower app directory")
     local.set_defaults(func=_local)
+
+    export = sub.add_parser(
+        "export-partitions",
+        help="write partition k of the dataset as OUT/node-k/records.npz (a node's own data)",
+        description="Splits the dataset as a run with these settings would (public part kept "
+        "out), and writes client k's partition as OUT/node-k/records.npz: the directory a "
+        "SuperNode is pointed at with --node-config \"data-dir='...' client-id=k\". Refuses "
+        "to overwrite existing records.",
+    )
+    export.add_argument("--nodes", type=int, required=True, help="number of nodes (partitions)")
+    export.add_argument("--out", required=True, metavar="DIR", help="directory for node-k/")
+    add_flags(export, DATA_FLAGS, defaults=RunConfig().to_flat())
+    export.set_defaults(func=_export_partitions)
 
     certs = sub.add_parser(
         "certs",

@@ -17,7 +17,15 @@ from torch.utils.data import TensorDataset
 
 from fedprune.registry import Registry
 
-__all__ = ["DATASETS", "DatasetBundle", "available_datasets", "load_dataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DatasetBundle",
+    "DatasetTask",
+    "available_datasets",
+    "dataset_task",
+    "load_dataset",
+    "register_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +64,60 @@ DATASETS: Registry[Loader] = Registry("dataset")
 """Dataset loaders ``(data_dir, download, seed) -> DatasetBundle`` by name."""
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Decorator registering ``loader(data_dir, download, seed) -> DatasetBundle`` as ``name``."""
-    return DATASETS.decorator(name)
+@dataclass(frozen=True)
+class DatasetTask:
+    """What a model for a dataset takes and predicts: examples ``(C, H, W)``, ``num_classes``.
+
+    The same for every public/private split of the dataset (public data is matched to it), so a
+    node holding only its own records can build the run's model without the dataset's files.
+    """
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
 
 
-@register_dataset("digits")
+_TASKS: dict[str, DatasetTask] = {}
+"""Tasks declared at registration, known without loading the dataset."""
+
+
+def register_dataset(name: str, *, task: DatasetTask | None = None) -> Callable[[Loader], Loader]:
+    """Decorator registering ``loader(data_dir, download, seed) -> DatasetBundle`` as ``name``;
+    ``task``, when given, declares its shapes (see :func:`dataset_task`)."""
+    register = DATASETS.decorator(name)
+
+    def decorate(loader: Loader) -> Loader:
+        register(loader)
+        if task is not None:
+            _TASKS[name] = task
+        return loader
+
+    return decorate
+
+
+def dataset_task(
+    name: str, *, data_dir: str | Path | None = None, download: bool = False
+) -> DatasetTask:
+    """The input shape and number of classes of dataset ``name``.
+
+    Declared at registration for the built-in datasets (nothing is read); a dataset registered
+    without a task is loaded (``data_dir``, ``download`` as in :func:`load_dataset`).
+
+    Raises
+    ------
+    ValueError
+        Unknown name; or, for an undeclared dataset, whatever :func:`load_dataset` raises.
+    """
+    DATASETS.get(name)
+    if name in _TASKS:
+        return _TASKS[name]
+    bundle = load_dataset(name, data_dir=data_dir, download=download)
+    return DatasetTask(input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+
+
+_DIGITS = DatasetTask(input_shape=(1, 8, 8), num_classes=10)
+
+
+@register_dataset("digits", task=_DIGITS)
 def _load_digits(data_dir: Path | None, download: bool, seed: int) -> DatasetBundle:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images); always offline.
 
@@ -79,7 +135,7 @@ def _load_digits(data_dir: Path | None, download: bool, seed: int) -> DatasetBun
         name="digits",
         train=TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
         test=TensorDataset(torch.from_numpy(x_te), torch.from_numpy(y_te)),
-        num_classes=10,
+        num_classes=_DIGITS.num_classes,
     )
 
 
@@ -128,7 +184,7 @@ class _TorchvisionSpec:
 
     name: str
     class_name: str  # attribute of ``torchvision.datasets``, resolved at load time
-    num_classes: int
+    task: DatasetTask
     layout: Callable[[Any, Path], _Layout]
     install_hint: str = ""
     """How to install the files when none are found (empty: no system package)."""
@@ -204,7 +260,7 @@ def _load_idx_split(spec: _TorchvisionSpec, folder: Path, split: str) -> TensorD
     return TensorDataset(
         _to_images(images.copy()),
         _to_labels(
-            torch.from_numpy(labels.astype(np.int64)), spec.num_classes, f"{spec.name} {split}"
+            torch.from_numpy(labels.astype(np.int64)), spec.task.num_classes, f"{spec.name} {split}"
         ),
     )
 
@@ -259,7 +315,7 @@ def _load_split(
         ) from err
     split = "train" if train else "test"
     return TensorDataset(
-        _to_images(ds.data), _to_labels(ds.targets, spec.num_classes, f"{spec.name} {split}")
+        _to_images(ds.data), _to_labels(ds.targets, spec.task.num_classes, f"{spec.name} {split}")
     )
 
 
@@ -301,26 +357,28 @@ def _torchvision_loader(spec: _TorchvisionSpec) -> Loader:
             len(test),
             tuple(train.tensors[0].shape[1:]),
         )
-        return DatasetBundle(name=spec.name, train=train, test=test, num_classes=spec.num_classes)
+        return DatasetBundle(
+            name=spec.name, train=train, test=test, num_classes=spec.task.num_classes
+        )
 
     load.__doc__ = f"torchvision's {spec.class_name} from disk (float32 images in [0, 1])."
     return load
 
 
 for _spec in (
-    _TorchvisionSpec("mnist", "MNIST", 10, _idx_layout),
+    _TorchvisionSpec("mnist", "MNIST", DatasetTask((1, 28, 28), 10), _idx_layout),
     _TorchvisionSpec(
         "fashion-mnist",
         "FashionMNIST",
-        10,
+        DatasetTask((1, 28, 28), 10),
         _idx_layout,
         install_hint="On Debian: sudo apt-get install dataset-fashion-mnist (installs the "
         "gzipped idx files in /usr/share/datasets/fashion-mnist/, found automatically).",
     ),
-    _TorchvisionSpec("cifar10", "CIFAR10", 10, _cifar_layout),
-    _TorchvisionSpec("cifar100", "CIFAR100", 100, _cifar_layout),
+    _TorchvisionSpec("cifar10", "CIFAR10", DatasetTask((3, 32, 32), 10), _cifar_layout),
+    _TorchvisionSpec("cifar100", "CIFAR100", DatasetTask((3, 32, 32), 100), _cifar_layout),
 ):
-    register_dataset(_spec.name)(_torchvision_loader(_spec))
+    register_dataset(_spec.name, task=_spec.task)(_torchvision_loader(_spec))
 
 
 def available_datasets() -> list[str]:

@@ -1,16 +1,21 @@
-"""One client's federated round: masked DP-SGD on its partition, upload of the selected update."""
+"""One client's federated round: masked DP-SGD on its records, upload of the selected update."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedprune.config import DataConfig, RunConfig
-from fedprune.data import PrivateDataset, PublicPrivateSplit, client_dataset, partition_indices
+from fedprune.config import RunConfig
+from fedprune.federated.client_data import (
+    ClientData,
+    PartitionData,
+    check_partitions,
+    client_partition,
+    ledger_holder,
+)
 from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
@@ -26,7 +31,7 @@ from fedprune.federated.protocol import (
     arrays_to_model,
 )
 from fedprune.masks import MaskError, ParameterMask
-from fedprune.pipeline import build_model, load_split
+from fedprune.pipeline import build_model_for
 from fedprune.privacy import PrivacyBudgetExceededError, PrivacyLedger
 from fedprune.privacy.accounting import check_delta
 from fedprune.privacy.ledger_store import LedgerIntegrityError, LedgerStore
@@ -70,78 +75,24 @@ class ClientRoundResult:
     metrics: Metrics
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_split(data: DataConfig, seed: int) -> PublicPrivateSplit:
-    return load_split(data, seed=seed)
-
-
-@functools.lru_cache(maxsize=8)
-def client_partition(
-    data: DataConfig, *, seed: int, partition_id: int, num_partitions: int
-) -> PrivateDataset:
-    """Client ``partition_id``'s share of the private split (cached per process).
-
-    Every client derives the same split and partition from the run config, so the partitions
-    are disjoint and cover the private set.
-    """
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(f"expected partition_id in [0, {num_partitions}), got {partition_id}")
-    private = _cached_split(data, seed).private
-    parts = partition_indices(
-        private.labels,
-        num_clients=num_partitions,
-        scheme=data.partition,
-        seed=seed,
-        alpha=data.dirichlet_alpha,
-        shards_per_client=data.shards_per_client,
-    )
-    return client_dataset(private, parts[partition_id])
-
-
-def check_partitions(config: RunConfig) -> None:
-    """Check that the private split gives each of ``federated.num_clients`` clients records.
-
-    Launchers call this before starting any client, so that a run asking for more clients than
-    there are records fails at once, naming the setting, instead of in every client.
-
-    Raises
-    ------
-    ValueError
-        Naming ``federated.num-clients`` and why the partition is impossible.
-    """
-    n = config.federated.num_clients
-    data = config.data
-    try:
-        partition_indices(
-            _cached_split(data, config.seed).private.labels,
-            num_clients=n,
-            scheme=data.partition,
-            seed=config.seed,
-            alpha=data.dirichlet_alpha,
-            shards_per_client=data.shards_per_client,
-        )
-    except ValueError as err:
-        raise ValueError(f"config federated.num-clients={n}: {err}") from None
-
-
-def ledger_holder(config: RunConfig, partition_id: int) -> str:
-    """The ledger name of a client's data: one per dataset and partition, not per run, so a
-    second run on the same records continues the same ledger."""
-    return f"{config.data.dataset}-client-{partition_id}"
-
-
 def run_client_round(
     config: RunConfig,
     *,
-    partition_id: int,
-    num_partitions: int,
+    partition_id: int | None = None,
+    num_partitions: int | None = None,
+    data: ClientData | None = None,
     global_arrays: list[np.ndarray],
     mask: ParameterMask,
     server_round: int,
     policy: PrivacyPolicy,
     store: LedgerStore | None = None,
 ) -> ClientRoundResult:
-    """Round ``server_round`` of the recipe on this client's partition; return the update.
+    """Round ``server_round`` of the recipe on this client's records; return the update.
+
+    The records are ``data`` (:mod:`fedprune.federated.client_data`: a partition of the run's
+    dataset, or a directory of the node's own records), or partition ``partition_id`` of
+    ``num_partitions`` -- give one or the other. Either way the client accounts for *its* ``n``
+    records (sample rate, the delta check) under its own ledger name.
 
     The client is the privacy authority. ``config`` is the run's (server-chosen) config; its
     privacy section is only a request, resolved against the client's own ``policy``
@@ -161,16 +112,17 @@ def run_client_round(
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
     partition is touched only by the recipe, and only the selected coordinates move.
     """
-    data = client_partition(
-        config.data, seed=config.seed, partition_id=partition_id, num_partitions=num_partitions
-    )
-    model = build_model(config, _cached_split(config.data, config.seed))
+    source = _client_data(data, partition_id, num_partitions)
+    client_id = source.client_id
+    records = source.load(config)
+    task = source.task(config)
+    model = build_model_for(config, input_shape=task.input_shape, num_classes=task.num_classes)
     arrays_to_model(model, global_arrays)
     try:
         mask.validate_for(model)
     except MaskError as err:
         return refused_round(
-            partition_id=partition_id,
+            partition_id=client_id,
             reason=f"the server's mask does not fit the model: {err}",
             num_selected=mask.num_selected,
             policy=policy,
@@ -179,17 +131,17 @@ def run_client_round(
     rounds = round_epochs(config, federated=True)
     if not 1 <= server_round <= len(rounds):
         raise ValueError(f"expected server_round in [1, {len(rounds)}], got {server_round}")
-    n = len(data)
-    metrics = _base_metrics(partition_id, policy)
+    n = len(records)
+    metrics = _base_metrics(client_id, policy)
     store = store if store is not None else LedgerStore(policy.ledger_path)
-    holder = ledger_holder(config, partition_id)
+    holder = source.ledger_holder(config)
     ledger: PrivacyLedger | None = None
     try:
         if config.secagg.enabled:
             _check_secagg_weight(n, config)
         privacy = policy.resolve(config.privacy)
         if privacy.enabled:
-            _check_delta(privacy.delta, n, partition_id)
+            _check_delta(privacy.delta, n, source.describe())
             ledger = store.open(
                 holder,
                 accountant=privacy.accountant,
@@ -199,17 +151,17 @@ def run_client_round(
         try:
             result = train_round(
                 model,
-                data.dataset,
+                records.dataset,
                 config=dataclasses.replace(config, privacy=privacy),
                 mask=mask,
                 rounds=rounds,
                 round_index=server_round - 1,
                 ledger=ledger,
-                holder=partition_id,
+                holder=client_id,
                 noise=noise_source(
                     reproducible=policy.reproducible_noise,
                     seed=config.seed,
-                    holder=partition_id,
+                    holder=client_id,
                     round_index=server_round - 1,
                 ),
                 policy=policy,
@@ -224,9 +176,9 @@ def run_client_round(
         LedgerIntegrityError,
         SecAggWeightError,
     ) as err:
-        logger.warning("client %d refuses round %d: %s", partition_id, server_round, err)
+        logger.warning("client %d refuses round %d: %s", client_id, server_round, err)
         return refused_round(
-            partition_id=partition_id,
+            partition_id=client_id,
             reason=str(err),
             num_selected=mask.num_selected,
             policy=policy,
@@ -272,9 +224,22 @@ def _base_metrics(partition_id: int, policy: PrivacyPolicy) -> Metrics:
     }
 
 
-def _check_delta(delta: float, n: int, partition_id: int) -> None:
+def _client_data(
+    data: ClientData | None, partition_id: int | None, num_partitions: int | None
+) -> ClientData:
+    """``data``, or the partition ``partition_id`` of ``num_partitions`` (exactly one given)."""
+    if data is not None:
+        if partition_id is not None or num_partitions is not None:
+            raise ValueError("give data or partition_id and num_partitions, not both")
+        return data
+    if partition_id is None or num_partitions is None:
+        raise ValueError("expected data, or partition_id and num_partitions")
+    return PartitionData(partition_id=partition_id, num_partitions=num_partitions)
+
+
+def _check_delta(delta: float, n: int, holder: str) -> None:
     try:
-        check_delta(delta, n, holder=f"client {partition_id}")
+        check_delta(delta, n, holder=holder)
     except ValueError as err:
         raise PolicyRefusalError(str(err)) from None
 

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any, Literal, SupportsFloat, cast, get_args
 
+import opacus
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
+
+from fedprune.privacy import calibration_cache
 
 __all__ = [
     "RDP_ORDERS",
@@ -168,6 +171,10 @@ def calibrate_noise(
     """Noise multiplier such that ``steps`` steps at ``sample_rate`` spend at most
     ``target_epsilon`` at ``delta`` (and at least ``target_epsilon - tolerance``).
 
+    Opacus's binary search, remembered on this machine
+    (:mod:`fedprune.privacy.calibration_cache`): a remembered value is returned only after one
+    accountant evaluation confirms both bounds.
+
     Raises
     ------
     ValueError
@@ -181,7 +188,23 @@ def calibrate_noise(
     if steps < 1:
         raise ValueError(f"expected steps >= 1, got {steps}")
     validate_accountant(accountant)
-    return float(
+    inputs = {
+        "accountant": accountant,
+        "delta": float(delta),
+        "sample_rate": float(sample_rate),
+        "steps": int(steps),
+        "target_epsilon": float(target_epsilon),
+        "tolerance": float(tolerance),
+        "opacus": opacus.__version__,
+        "orders": RDP_ORDERS[-1] if accountant == "rdp" else None,
+    }
+    remembered = calibration_cache.lookup(inputs)
+    if remembered is not None:
+        # One evaluation instead of a search; a value that does not check out is searched anew.
+        spent = epsilon_of([(remembered, sample_rate, steps)], delta=delta, accountant=accountant)
+        if target_epsilon - tolerance <= spent <= target_epsilon:
+            return remembered
+    sigma = float(
         get_noise_multiplier(
             target_epsilon=target_epsilon,
             target_delta=delta,
@@ -192,6 +215,8 @@ def calibrate_noise(
             **_epsilon_kwargs(accountant),
         )
     )
+    calibration_cache.remember(inputs, sigma)
+    return sigma
 
 
 def check_delta(delta: float, num_records: int, *, holder: str) -> None:

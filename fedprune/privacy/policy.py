@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedprune.config import PrivacyConfig
+from fedprune.io import fedprune_home
 from fedprune.privacy.accounting import AccountantName, validate_accountant
 
 __all__ = ["POLICY_KEYS", "PolicyRefusalError", "PrivacyPolicy", "default_ledger_dir"]
@@ -49,8 +49,7 @@ class PolicyRefusalError(RuntimeError):
 def default_ledger_dir() -> Path:
     """Where ledgers live when a policy names no ``ledger-dir``: ``$FEDPRUNE_HOME/ledgers``
     (``FEDPRUNE_HOME`` defaults to ``~/.fedprune``). Persistent across runs, per machine."""
-    home = os.environ.get("FEDPRUNE_HOME") or str(Path.home() / ".fedprune")
-    return Path(home) / "ledgers"
+    return fedprune_home() / "ledgers"
 
 
 @dataclass(frozen=True)

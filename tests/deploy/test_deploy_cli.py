@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fedprune.config import RunConfig
+from fedprune.federated.client_data import DirectoryData, client_partition
 from server.deployment import register
 
 
@@ -63,3 +65,36 @@ def test_local_refuses_a_directory_without_the_app(tmp_path: Path) -> None:
     args = _parse("local", "--app", str(tmp_path), "--out", str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match=r"no Flower app in .*pass --app DIR"):
         args.func(args)
+
+
+def test_export_partitions_writes_one_records_dir_per_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "silos"
+    args = _parse("export-partitions", "--nodes", "3", "--out", str(out), "--seed", "1")
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    config = RunConfig().replace(**{"seed": 1, "federated.num-clients": 3})
+    for k in range(3):
+        n = len(client_partition(config.data, seed=1, partition_id=k, num_partitions=3))
+        assert f"node {k}: {n} records of digits in {out / f'node-{k}' / 'records.npz'}" in printed
+        assert len(DirectoryData(out / f"node-{k}", k).load(config)) == n
+    assert f"data-dir='{out.resolve()}/node-k' client-id=k" in printed
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        args.func(args)
+
+
+def test_local_with_data_dirs_checks_every_node_dir_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    export = _parse("export-partitions", "--nodes", "2", "--out", str(tmp_path / "silos"))
+    export.func(export)
+    args = _parse("local", "--nodes", "3", "--data-dirs", str(tmp_path / "silos"))
+    with pytest.raises(FileNotFoundError, match=r"data-dir '.*/silos/node-2': no such directory"):
+        args.func(args)
+    assert os.listdir(tmp_path / "tmp") == []

@@ -3,8 +3,10 @@
 One deployment on 127.0.0.1 (kernel-chosen ports, so parallel runs do not collide; its own
 ``FLWR_HOME``) serves two runs: 2 SecAgg+ rounds, then -- after one SuperNode was stopped and
 started again -- 1 more round with the same node ledgers. Each node keeps its ledger in its own
-directory, as on its own disk. A node with a valid but unregistered key is refused. Everything
-started is stopped at the end; the module checks that no process is left.
+directory, as on its own disk. Node 2 is a silo with records of its own (node config
+``data-dir``; a few records fewer than its partition, so its own count shows in its ledger). A
+node with a valid but unregistered key is refused. Everything started is stopped at the end;
+the module checks that no process is left.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
+from torch.utils.data import TensorDataset
 
 from fedprune.config import RunConfig
-from fedprune.federated.client_round import client_partition, ledger_holder
+from fedprune.data import PrivateDataset, save_records
+from fedprune.federated.client_data import ClientData, DirectoryData, PartitionData
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, load_split, warm_start
 from fedprune.privacy.ledger_store import LedgerStore
@@ -34,6 +38,8 @@ from server.simulation import simulated_node_policy
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 NUM_NODES = 3
+SILO = 2
+"""The node that trains on a directory of its own records."""
 BASE: dict[str, Any] = {
     "seed": 0,
     "data.dataset": "digits",
@@ -61,8 +67,14 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     config = RunConfig().replace(**BASE)
     policy = simulated_node_policy(config)
     facts: dict[str, Any] = {"root": root, "config": config}
+    x, y = PartitionData(SILO, NUM_NODES).load(config).dataset.tensors
+    save_records(root / "silo", PrivateDataset(TensorDataset(x[:-7], y[:-7]), "silo"))
     deployment = LocalDeployment(
-        root / "work", num_nodes=NUM_NODES, ledger_root=root / "ledgers", policy=policy
+        root / "work",
+        num_nodes=NUM_NODES,
+        ledger_root=root / "ledgers",
+        policy=policy,
+        data_dirs={SILO: root / "silo"},
     )
     with deployment:
         facts["port"] = deployment.port
@@ -111,6 +123,11 @@ def test_two_secagg_rounds_with_every_node(deployed: dict[str, Any]) -> None:
         assert record.clients_trained == NUM_NODES and record.failures == 0 and not record.skipped
     assert set(summary.holders) == {str(k) for k in range(NUM_NODES)}
     assert all(h.noise == "secure" and h.rounds_trained == 2 for h in summary.holders.values())
+    config: RunConfig = deployed["config"]
+    for node in range(NUM_NODES):
+        assert summary.holders[str(node)].num_examples == len(_source(deployed, node).load(config))
+    silo_config = (deployed["root"] / "work" / "nodes" / f"node-{SILO}.toml").read_text()
+    assert "data-dir" in silo_config and "partition-id" not in silo_config
 
 
 def test_final_model_moved_only_on_the_mask_and_is_the_one_evaluated(
@@ -134,17 +151,23 @@ def test_final_model_moved_only_on_the_mask_and_is_the_one_evaluated(
     assert evaluate(model, split.test).accuracy == pytest.approx(summary.test_accuracy, abs=1e-12)
 
 
+def _source(deployed: dict[str, Any], node: int) -> ClientData:
+    """Node ``node``'s records: the silo's own directory, the others' partitions."""
+    if node == SILO:
+        return DirectoryData(deployed["root"] / "silo", client_id=SILO)
+    return PartitionData(node, NUM_NODES)
+
+
 def _ledger(deployed: dict[str, Any], node: int) -> Any:
     config: RunConfig = deployed["config"]
     store = LedgerStore(deployed["root"] / "ledgers" / f"node-{node}")
-    holder, privacy = ledger_holder(config, node), config.privacy
+    holder, privacy = _source(deployed, node).ledger_holder(config), config.privacy
     return store.open(holder, accountant=privacy.accountant, delta=privacy.delta)
 
 
-def _round_steps(config: RunConfig, node: int) -> int:
-    n = len(
-        client_partition(config.data, seed=config.seed, partition_id=node, num_partitions=NUM_NODES)
-    )
+def _round_steps(deployed: dict[str, Any], node: int) -> int:
+    config: RunConfig = deployed["config"]
+    n = len(_source(deployed, node).load(config))
     _, steps = steps_for(
         num_examples=n, batch_size=config.optim.batch_size, epochs=config.federated.local_epochs
     )
@@ -156,7 +179,7 @@ def test_each_node_keeps_its_own_ledger_on_its_own_disk(deployed: dict[str, Any]
     for node in range(NUM_NODES):
         directory = deployed["root"] / "ledgers" / f"node-{node}"
         assert sorted(p.name for p in directory.glob("*.ledger")) == [
-            f"{ledger_holder(config, node)}.ledger"
+            f"{_source(deployed, node).ledger_holder(config)}.ledger"
         ]
         last = deployed["second"].holders[str(node)]
         ledger = _ledger(deployed, node)
@@ -173,7 +196,7 @@ def test_a_restarted_node_continues_its_ledger(deployed: dict[str, Any]) -> None
     assert [r.clients_trained for r in second.rounds] == [NUM_NODES]
     for node in range(NUM_NODES):  # node 1 was restarted; the others stayed up
         before, after = first.holders[str(node)], second.holders[str(node)]
-        round_steps = _round_steps(config, node)
+        round_steps = _round_steps(deployed, node)
         assert before.steps == 2 * round_steps
         assert after.steps == 3 * round_steps, node  # continued, not restarted from zero
         accountant = RDPAccountant()
