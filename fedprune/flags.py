@@ -77,6 +77,12 @@ COMMON_FLAGS = [
     ),
     Flag("--public-classes", "data.public-classes", _csv_ints, "classes of a class-subset"),
     Flag("--other-dataset", "data.other-dataset", str, "public dataset for other-dataset"),
+    Flag(
+        "--private-records",
+        "data.private-records",
+        int,
+        "keep a fixed subset of this many private records (0: all)",
+    ),
     Flag("--public-warmup-epochs", "warmup.epochs", int, "non-private epochs on public data"),
     Flag("--warmup-lr", "warmup.lr", float, "learning rate of the public warm start"),
     Flag("--mode", "mask.mode", str, "freeze: pick once; select: re-pick", ("freeze", "select")),

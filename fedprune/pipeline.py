@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from fedprune.config import DataConfig, MaskConfig, RunConfig
-from fedprune.data import DatasetBundle, PublicDataset, PublicPrivateSplit, load_dataset
+from fedprune.data import (
+    DatasetBundle,
+    PublicDataset,
+    PublicPrivateSplit,
+    load_dataset,
+    subsample_private,
+)
 from fedprune.data import split_public_private as _split
 from fedprune.masks import ParameterMask, select_mask
 from fedprune.models import create_model
@@ -25,12 +31,13 @@ logger = logging.getLogger(__name__)
 
 
 def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
-    """Load ``data.dataset`` (and ``data.other_dataset`` if used) and split it public/private."""
+    """Load ``data.dataset`` (and ``data.other_dataset`` if used) and split it public/private;
+    a positive ``data.private_records`` then cuts the private part to a fixed subset."""
     bundle = _load(data.dataset, data)
     other: DatasetBundle | None = None
     if data.public_kind == "other-dataset":
         other = _load(data.other_dataset, data)
-    return _split(
+    split = _split(
         bundle,
         public_fraction=data.public_fraction,
         public_kind=data.public_kind,
@@ -38,6 +45,9 @@ def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
         public_classes=data.public_class_list,
         other=other,
     )
+    if data.private_records:
+        split = subsample_private(split, records=data.private_records, seed=seed)
+    return split
 
 
 def _load(name: str, data: DataConfig) -> DatasetBundle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "split_private_validation",
     "split_public_private",
     "split_public_validation",
+    "subsample_private",
 ]
 
 logger = logging.getLogger(__name__)
@@ -458,6 +460,37 @@ def split_private_validation(
             )
         )
     return parts[0], parts[1]
+
+
+def subsample_private(split: PublicPrivateSplit, *, records: int, seed: int) -> PublicPrivateSplit:
+    """``split`` with its private data cut to a fixed subset of ``records`` records.
+
+    For reduced-scale runs (e.g. an audit on a slow machine). The subset is the first
+    ``records`` positions of a permutation drawn from ``seed`` alone: it never looks at the
+    records or their labels, so the private data of the run *is* the subset and the
+    (epsilon, delta) guarantee covers exactly its records; the dropped records are used by
+    nothing. Public and test data are unchanged. Deterministic in ``seed``.
+
+    Raises
+    ------
+    ValueError
+        ``records`` outside ``[1, len(split.private)]``.
+    """
+    n = len(split.private)
+    if not 1 <= records <= n:
+        raise ValueError(
+            f"config data.private-records: expected a count in [1, {n}] (the private records "
+            f"of this split), got {records}"
+        )
+    keep = np.sort(np.random.default_rng([seed, 0x7A3]).permutation(n)[:records])
+    t = torch.from_numpy(keep.astype(np.int64))
+    x, y = split.private.dataset.tensors
+    private = PrivateDataset(
+        TensorDataset(x[t], y[t]),
+        description=f"{records} records (fixed subset, seed {seed}) of {split.private.description}",
+    )
+    logger.info("private data cut to %s", private.description)
+    return dataclasses.replace(split, private=private)
 
 
 def _check_fraction(fraction: float, n: int) -> None:
