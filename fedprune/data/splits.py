@@ -140,6 +140,10 @@ class PublicPrivateSplit:
         Number of classes of the private task.
     input_shape:
         ``(C, H, W)`` of private, public and test examples alike.
+    unused:
+        Private-pool records that :func:`subsample_private` left out (``None`` otherwise):
+        drawn from the same records as ``private`` by a data-independent coin and never trained
+        on, so an audit can use them as non-members of exactly the members' distribution.
     """
 
     public: PublicDataset
@@ -147,6 +151,7 @@ class PublicPrivateSplit:
     test: TensorDataset
     num_classes: int
     input_shape: tuple[int, int, int]
+    unused: TensorDataset | None = None
 
 
 def _stratified_holdout(
@@ -469,7 +474,8 @@ def subsample_private(split: PublicPrivateSplit, *, records: int, seed: int) -> 
     ``records`` positions of a permutation drawn from ``seed`` alone: it never looks at the
     records or their labels, so the private data of the run *is* the subset and the
     (epsilon, delta) guarantee covers exactly its records; the dropped records are used by
-    nothing. Public and test data are unchanged. Deterministic in ``seed``.
+    nothing but an audit (they become ``unused``: same-distribution non-members). Public and
+    test data are unchanged. Deterministic in ``seed``.
 
     Raises
     ------
@@ -482,15 +488,17 @@ def subsample_private(split: PublicPrivateSplit, *, records: int, seed: int) -> 
             f"config data.private-records: expected a count in [1, {n}] (the private records "
             f"of this split), got {records}"
         )
-    keep = np.sort(np.random.default_rng([seed, 0x7A3]).permutation(n)[:records])
-    t = torch.from_numpy(keep.astype(np.int64))
+    order = np.random.default_rng([seed, 0x7A3]).permutation(n)
+    t = torch.from_numpy(np.sort(order[:records]).astype(np.int64))
+    rest = torch.from_numpy(np.sort(order[records:]).astype(np.int64))
     x, y = split.private.dataset.tensors
     private = PrivateDataset(
         TensorDataset(x[t], y[t]),
         description=f"{records} records (fixed subset, seed {seed}) of {split.private.description}",
     )
     logger.info("private data cut to %s", private.description)
-    return dataclasses.replace(split, private=private)
+    unused = TensorDataset(x[rest], y[rest]) if len(rest) else None
+    return dataclasses.replace(split, private=private, unused=unused)
 
 
 def _check_fraction(fraction: float, n: int) -> None:
