@@ -65,8 +65,17 @@ class DataConfig:
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     dirichlet_alpha: float = 0.5
     shards_per_client: int = 2
+    private_records: int = 0
+    """A positive value keeps only a fixed, seed-chosen subset of this many private records
+    (reduced-scale runs; :func:`fedprune.data.subsample_private`); 0 keeps them all."""
 
     def __post_init__(self) -> None:
+        _check(
+            self.private_records >= 0,
+            "data.private-records",
+            "a count >= 0 (0: all private records)",
+            self.private_records,
+        )
         _check(
             0 < self.public_fraction < 1,
             "data.public-fraction",

@@ -84,6 +84,12 @@ COMMON_FLAGS = [
         "fixed feature map: pixels, or scattering (ScatterNet; pair with --model linear)",
         tuple(available_features()),
     ),
+    Flag(
+        "--private-records",
+        "data.private-records",
+        int,
+        "keep a fixed subset of this many private records (0: all)",
+    ),
     Flag("--public-warmup-epochs", "warmup.epochs", int, "non-private epochs on public data"),
     Flag("--warmup-lr", "warmup.lr", float, "learning rate of the public warm start"),
     Flag("--mode", "mask.mode", str, "freeze: pick once; select: re-pick", ("freeze", "select")),

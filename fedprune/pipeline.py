@@ -18,6 +18,7 @@ from fedprune.data import (
     PublicPrivateSplit,
     featurise_split,
     load_dataset,
+    subsample_private,
 )
 from fedprune.data import split_public_private as _split
 from fedprune.masks import ParameterMask, select_mask
@@ -31,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 
 def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
-    """Load ``data.dataset`` (and ``data.other_dataset`` if used), split it public/private and
-    map every record through the fixed feature map ``data.features``."""
+    """Load ``data.dataset`` (and ``data.other_dataset`` if used) and split it public/private;
+    a positive ``data.private_records`` then cuts the private part to a fixed subset, and every
+    record is mapped through the fixed feature map ``data.features``."""
     bundle = _load(data.dataset, data)
     other: DatasetBundle | None = None
     if data.public_kind == "other-dataset":
@@ -45,6 +47,8 @@ def load_split(data: DataConfig, *, seed: int) -> PublicPrivateSplit:
         public_classes=data.public_class_list,
         other=other,
     )
+    if data.private_records:
+        split = subsample_private(split, records=data.private_records, seed=seed)
     return featurise_split(split, data.features)
 
 

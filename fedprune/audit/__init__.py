@@ -10,7 +10,14 @@ from fedprune.audit.bounds import EpsilonBound, clopper_pearson, epsilon_lower_b
 from fedprune.audit.canaries import CanaryRun, make_canaries, run_canaries
 from fedprune.audit.metrics import RocCurve, auc, roc_curve, tpr_at_fpr
 from fedprune.audit.mia import balanced_inclusion, example_statistics, lira_scores, loss_scores
-from fedprune.audit.report import AttackResult, AuditReport, AuditSettings, run_audit
+from fedprune.audit.report import (
+    AttackResult,
+    AuditReport,
+    AuditSettings,
+    audit_target,
+    natural_nonmembers,
+    run_audit,
+)
 from fedprune.audit.target import AuditTarget, load_target
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "EpsilonBound",
     "RocCurve",
     "auc",
+    "audit_target",
     "balanced_inclusion",
     "clopper_pearson",
     "epsilon_lower_bound",
@@ -30,6 +38,7 @@ __all__ = [
     "load_target",
     "loss_scores",
     "make_canaries",
+    "natural_nonmembers",
     "roc_curve",
     "run_audit",
     "run_canaries",

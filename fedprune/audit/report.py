@@ -3,12 +3,16 @@
 Populations (see docs/audit.md for the choice):
 
 * **Natural records.** Members = the run's private records (every one trained the model, in a
-  centralised run and, spread over the clients, in a federated one). Non-members = the dataset's
-  test split: never trained on, same distribution. The public split is *not* a non-member set:
-  the warm start trained on it. Using the test split here reads the target's outputs only and
-  feeds nothing back into training or model choice, so the reported test accuracy is untouched.
-  LiRA's reference models train on random halves of members + non-members (they are the
-  auditor's models; the target never sees the non-members).
+  centralised run and, spread over the clients, in a federated one). Non-members
+  (:func:`natural_nonmembers`): when the run trained on a fixed subset of the private pool
+  (``data.private-records``), the pool records it left out -- same records' distribution, chosen
+  by a data-independent coin, never trained on; otherwise the dataset's test split, never
+  trained on but possibly *not* of the members' distribution (on Fashion-MNIST a model that
+  never saw the private records already "separates" train from test records, a bound of ~0.07:
+  a split artefact, not membership). The public split is never a non-member set: the warm start
+  trained on it. Reading test records here feeds nothing back into training or model choice, so
+  the reported test accuracy is untouched. LiRA's reference models train on random halves of
+  members + non-members (they are the auditor's models; the target never sees the non-members).
 * **Canaries.** Crafted records inserted at random into one retraining (:mod:`.canaries`).
 """
 
@@ -31,23 +35,30 @@ from fedprune.audit.metrics import auc, roc_curve, tpr_at_fpr
 from fedprune.audit.mia import balanced_inclusion, example_statistics, lira_scores, loss_scores
 from fedprune.audit.replicate import train_like
 from fedprune.audit.target import AuditTarget, load_target
+from fedprune.data import PublicPrivateSplit
 from fedprune.io import write_json
 from fedprune.seeding import derive_seed
 
 __all__ = [
     "AUDIT_FILE",
     "LOW_FPRS",
+    "NONMEMBERS_TEST",
+    "NONMEMBERS_UNUSED",
     "AttackResult",
     "AuditReport",
     "AuditSettings",
+    "audit_target",
     "evaluate_attack",
     "format_audit_table",
+    "natural_nonmembers",
     "run_audit",
 ]
 
 AUDIT_FILE = "audit.json"
 LOW_FPRS = (0.01, 0.001)
 """FPRs at which TPR is reported (only when there are at least ``1 / fpr`` non-members)."""
+NONMEMBERS_UNUSED = "unused private-pool records"
+NONMEMBERS_TEST = "test split"
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ class AuditReport:
     settings: AuditSettings
     attacks: list[AttackResult]
     duration_s: float
+    nonmembers: str = NONMEMBERS_TEST
+    """Where the natural-record non-members came from (:func:`natural_nonmembers`)."""
 
     @property
     def max_lower_bound(self) -> float:
@@ -157,10 +170,38 @@ def run_audit(
     """Run the loss, LiRA (if ``settings.references``) and canary (if ``settings.canaries``)
     audits on the run in ``run_dir``; nothing is written (see :meth:`AuditReport.write`)."""
     started = time.perf_counter()
-    target = load_target(run_dir)
+    return audit_target(load_target(run_dir), settings, progress=progress, started=started)
+
+
+def natural_nonmembers(split: PublicPrivateSplit, *, seed: int) -> tuple[TensorDataset, str]:
+    """Non-members for the natural-record attacks and where they come from.
+
+    ``split.unused`` (private-pool records a ``data.private-records`` run left out: the members'
+    distribution, never trained on) when there is any, as many as the test split holds (a
+    random choice from ``seed``, so the audit's cost does not grow with the pool); otherwise
+    the test split (:data:`NONMEMBERS_TEST`; it may differ in distribution from the members).
+    """
+    if split.unused is None:
+        return split.test, NONMEMBERS_TEST
+    x, y = split.unused.tensors
+    count = min(len(y), len(split.test))
+    rng = np.random.default_rng(derive_seed(seed, "audit-nonmembers"))
+    idx = torch.from_numpy(np.sort(rng.permutation(len(y))[:count]).astype(np.int64))
+    return TensorDataset(x[idx], y[idx]), NONMEMBERS_UNUSED
+
+
+def audit_target(
+    target: AuditTarget,
+    settings: AuditSettings,
+    *,
+    progress: bool = False,
+    started: float | None = None,
+) -> AuditReport:
+    """:func:`run_audit` on an already loaded target (``started``: a ``perf_counter`` time)."""
+    started = time.perf_counter() if started is None else started
     delta = _delta(target)
     members = target.split.private.dataset
-    nonmembers = target.split.test
+    nonmembers, nonmember_source = natural_nonmembers(target.split, seed=settings.seed)
     loss_in, phi_in = example_statistics(target.model, members)
     loss_out, phi_out = example_statistics(target.model, nonmembers)
     conf = settings.confidence
@@ -177,7 +218,7 @@ def run_audit(
     work = settings.references + (1 if settings.canaries else 0)
     with tqdm(total=work, desc="audit models", disable=not progress or work == 0) as bar:
         if settings.references:
-            scores = _lira(target, np.concatenate([phi_in, phi_out]), settings, bar)
+            scores = _lira(target, nonmembers, np.concatenate([phi_in, phi_out]), settings, bar)
             attacks.append(
                 evaluate_attack(
                     f"lira ({settings.references} ref.)",
@@ -213,6 +254,7 @@ def run_audit(
         settings=settings,
         attacks=attacks,
         duration_s=time.perf_counter() - started,
+        nonmembers=nonmember_source,
     )
 
 
@@ -223,11 +265,15 @@ def _delta(target: AuditTarget) -> float:
 
 
 def _lira(
-    target: AuditTarget, target_phi: NDArray[np.float64], settings: AuditSettings, bar: tqdm
+    target: AuditTarget,
+    nonmembers: TensorDataset,
+    target_phi: NDArray[np.float64],
+    settings: AuditSettings,
+    bar: tqdm,
 ) -> NDArray[np.float64]:
     """LiRA scores of the pool (members then non-members) from ``settings.references`` models."""
-    x = torch.cat([target.split.private.dataset.tensors[0], target.split.test.tensors[0]])
-    y = torch.cat([target.split.private.dataset.tensors[1], target.split.test.tensors[1]])
+    x = torch.cat([target.split.private.dataset.tensors[0], nonmembers.tensors[0]])
+    y = torch.cat([target.split.private.dataset.tensors[1], nonmembers.tensors[1]])
     pool = TensorDataset(x, y)
     inclusion = balanced_inclusion(
         settings.references, len(y), seed=derive_seed(settings.seed, "lira-inclusion")
@@ -256,6 +302,7 @@ def format_audit_table(report: AuditReport) -> str:
             if eps is not None
             else f"non-private; bounds at delta {report.delta:g})"
         ),
+        f"natural-record non-members: {report.nonmembers}",
         f"{'attack':<16} {'members':>7} {'non-m.':>6} {'AUC':>6} {'TPR@1%':>7} "
         f"{'TPR@0.1%':>8} {'eps_lb':>7}",
     ]

@@ -28,6 +28,7 @@ from fedprune.data.splits import (
     split_private_validation,
     split_public_private,
     split_public_validation,
+    subsample_private,
 )
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py checks)
@@ -58,4 +59,5 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as tests/data/test_data_api.py chec
     "split_private_validation",
     "split_public_private",
     "split_public_validation",
+    "subsample_private",
 ]

@@ -14,6 +14,7 @@ alone; they cost no privacy. Private features are cached on the local disk (see
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -100,14 +101,14 @@ def featurise_split(split: PublicPrivateSplit, name: str) -> PublicPrivateSplit:
     private = PrivateDataset(
         mapped(split.private.dataset), description=f"{split.private.description}; {name} features"
     )
-    test = mapped(split.test)
     c, h, w = public.dataset.tensors[0].shape[1:]
     logger.info("%s features: %s -> %s", name, split.input_shape, (c, h, w))
-    return PublicPrivateSplit(
+    return dataclasses.replace(
+        split,
         public=public,
         private=private,
-        test=test,
-        num_classes=split.num_classes,
+        test=mapped(split.test),
+        unused=None if split.unused is None else mapped(split.unused),
         input_shape=(int(c), int(h), int(w)),
     )
 

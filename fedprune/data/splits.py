@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "split_private_validation",
     "split_public_private",
     "split_public_validation",
+    "subsample_private",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,10 @@ class PublicPrivateSplit:
         Number of classes of the private task.
     input_shape:
         ``(C, H, W)`` of private, public and test examples alike.
+    unused:
+        Private-pool records that :func:`subsample_private` left out (``None`` otherwise):
+        drawn from the same records as ``private`` by a data-independent coin and never trained
+        on, so an audit can use them as non-members of exactly the members' distribution.
     """
 
     public: PublicDataset
@@ -145,6 +151,7 @@ class PublicPrivateSplit:
     test: TensorDataset
     num_classes: int
     input_shape: tuple[int, int, int]
+    unused: TensorDataset | None = None
 
 
 def _stratified_holdout(
@@ -458,6 +465,40 @@ def split_private_validation(
             )
         )
     return parts[0], parts[1]
+
+
+def subsample_private(split: PublicPrivateSplit, *, records: int, seed: int) -> PublicPrivateSplit:
+    """``split`` with its private data cut to a fixed subset of ``records`` records.
+
+    For reduced-scale runs (e.g. an audit on a slow machine). The subset is the first
+    ``records`` positions of a permutation drawn from ``seed`` alone: it never looks at the
+    records or their labels, so the private data of the run *is* the subset and the
+    (epsilon, delta) guarantee covers exactly its records; the dropped records are used by
+    nothing but an audit (they become ``unused``: same-distribution non-members). Public and
+    test data are unchanged. Deterministic in ``seed``.
+
+    Raises
+    ------
+    ValueError
+        ``records`` outside ``[1, len(split.private)]``.
+    """
+    n = len(split.private)
+    if not 1 <= records <= n:
+        raise ValueError(
+            f"config data.private-records: expected a count in [1, {n}] (the private records "
+            f"of this split), got {records}"
+        )
+    order = np.random.default_rng([seed, 0x7A3]).permutation(n)
+    t = torch.from_numpy(np.sort(order[:records]).astype(np.int64))
+    rest = torch.from_numpy(np.sort(order[records:]).astype(np.int64))
+    x, y = split.private.dataset.tensors
+    private = PrivateDataset(
+        TensorDataset(x[t], y[t]),
+        description=f"{records} records (fixed subset, seed {seed}) of {split.private.description}",
+    )
+    logger.info("private data cut to %s", private.description)
+    unused = TensorDataset(x[rest], y[rest]) if len(rest) else None
+    return dataclasses.replace(split, private=private, unused=unused)
 
 
 def _check_fraction(fraction: float, n: int) -> None:

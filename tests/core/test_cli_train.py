@@ -157,3 +157,33 @@ def test_budget_refusal_is_reported_not_a_traceback(
         )
     assert exit_info.value.code == 2
     assert "refusing to train" in capsys.readouterr().err
+
+
+def test_private_records_trains_on_a_fixed_subset_that_an_audit_rebuilds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedprune.audit import load_target
+
+    out = tmp_path / "cut"
+    summary = _train(out, "--private-records", "300", "--epsilon", "2")
+    assert summary["holders"]["0"]["num_examples"] == 300
+    assert summary["config"]["data.private-records"] == 300
+    # The audit's members are exactly those 300 records (rebuilt from the recorded config).
+    assert len(load_target(out).split.private) == 300
+    # More than the private set holds: one line naming the key, exit 2.
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--out",
+                str(tmp_path / "bad"),
+                *QUICK,
+                "--private-records",
+                "5000",
+            ]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "data.private-records" in err and "got 5000" in err and "Traceback" not in err

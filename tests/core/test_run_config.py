@@ -46,6 +46,7 @@ def test_unknown_key_is_named_with_the_known_ones() -> None:
         ("federated.num-rounds", 0, "config federated.num-rounds: expected >= 1, got 0"),
         ("federated.num-rounds", -3, "config federated.num-rounds: expected >= 1"),
         ("federated.num-clients", 0, "config federated.num-clients: expected >= 1, got 0"),
+        ("data.private-records", -1, "config data.private-records: expected a count >= 0"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: object, message: str) -> None:

@@ -166,3 +166,14 @@ def test_records_seen_in_another_split_are_not_recomputed(monkeypatch: pytest.Mo
     )
     featurise_split(transformed, "scattering")
     assert calls == [len(transformed.public)]  # only the shifted public images are new
+
+
+def test_unused_private_records_are_featurised_too() -> None:
+    """An audit's same-distribution non-members must live in the model's input space."""
+    from fedprune.data import subsample_private
+
+    split = subsample_private(_digits_split(), records=300, seed=0)
+    assert split.unused is not None
+    out = featurise_split(split, "scattering")
+    assert out.unused is not None and out.unused.tensors[0].shape == (len(split.unused), 81, 2, 2)
+    assert torch.equal(out.unused.tensors[1], split.unused.tensors[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import get_args
 
@@ -20,6 +21,7 @@ from fedprune.data import (
     available_public_kinds,
     load_dataset,
     split_public_private,
+    subsample_private,
 )
 from fedprune.data.splits import TRANSFORM_BRIGHTNESS, TRANSFORM_CONTRAST
 
@@ -256,3 +258,47 @@ def test_split_invariants_hold_for_random_sizes(
     assert sorted(np.concatenate([pub, priv]).tolist()) == list(range(n))
     public_counts = np.bincount(split.public.labels.numpy(), minlength=len(counts))
     assert np.all(np.abs(public_counts - fraction * np.array(counts)) < 1)
+
+
+def test_subsample_private_keeps_a_fixed_data_independent_subset(
+    make_bundle: BundleFactory, record_ids: Ids
+) -> None:
+    bundle = make_bundle()
+    split = split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=0)
+    cut = subsample_private(split, records=40, seed=3)
+    priv, kept = _ids_of(split.private, record_ids), _ids_of(cut.private, record_ids)
+    assert len(kept) == 40 and len(set(kept)) == 40
+    assert set(kept) <= set(priv)
+    # Each kept record keeps its own label; public and test data are untouched.
+    all_labels = bundle.train.tensors[1].numpy()
+    assert (cut.private.labels.numpy() == all_labels[kept]).all()
+    assert cut.public is split.public and cut.test is split.test
+    assert "40 records (fixed subset, seed 3)" in cut.private.description
+    # Deterministic in the seed, another seed another subset.
+    again = subsample_private(split, records=40, seed=3)
+    assert (_ids_of(again.private, record_ids) == kept).all()
+    assert set(_ids_of(subsample_private(split, records=40, seed=4).private, record_ids)) != set(
+        kept
+    )
+    # The kept positions never depend on the records: relabelled private data, same positions.
+    x, y = split.private.dataset.tensors
+    relabelled = dataclasses.replace(
+        split, private=PrivateDataset(TensorDataset(x, (y + 1) % 10), description="relabelled")
+    )
+    positions = np.searchsorted(priv, kept)
+    assert (
+        _ids_of(subsample_private(relabelled, records=40, seed=3).private, record_ids)
+        == priv[positions]
+    ).all()
+
+
+@pytest.mark.parametrize("records", [0, -1, 153])
+def test_subsample_private_refuses_counts_outside_the_private_set(
+    make_bundle: BundleFactory, records: int
+) -> None:
+    split = split_public_private(
+        make_bundle(), public_fraction=0.2, public_kind="in-distribution", seed=0
+    )
+    assert len(split.private) == 152
+    with pytest.raises(ValueError, match=r"data.private-records: expected a count in \[1, 152\]"):
+        subsample_private(split, records=records, seed=0)
