@@ -6,7 +6,8 @@
   and the private record count, so it cannot read a private record (nor the test set): the
   choice costs no privacy. The expected batch (not the sample rate ``q``) is matched because
   the update's noise-to-signal ratio, ``sigma * C / B``, is what the learning rate meets; ``q``
-  only matters to the accounting, which public data do not need.
+  only matters to the accounting, which public data do not need. A public set smaller than
+  ``B`` trains on all of it each step with ``sigma`` scaled to keep ``sigma * C / B``.
 * :func:`tune_on_private`: Papernot & Steinke's random search (centralised cells): ``K`` secret
   trials, ``K ~ D(eta, gamma)``, each a full DP-SGD run on a private training part scored by a
   noisy count on a private validation part; the best trial's model is the result, and the noise
@@ -85,8 +86,10 @@ def score_on_public(
     Warm start on ``train`` (as the real run warm-starts on all public data), the mask from
     ``train`` (``select`` mode keeps the first mask), then ``mechanism.steps`` steps of masked
     DP-SGD on ``train`` with ``mechanism.noise_multiplier`` and the expected batch
-    ``config.optim.batch-size``; accuracy on ``validation``. Raises ``TypeError`` for
-    non-public data.
+    ``config.optim.batch-size`` (when ``train`` is smaller than that batch: every record each
+    step, and the noise multiplier scaled by ``len(train) / batch`` so that the noise on the
+    averaged update, ``sigma * C / batch``, is the private run's); accuracy on ``validation``.
+    Raises ``TypeError`` for non-public data.
     """
     for data in (train, validation):
         if not isinstance(data, PublicDataset):
@@ -95,8 +98,14 @@ def score_on_public(
     model = build_model_for(config, input_shape=shape, num_classes=num_classes)  # type: ignore[arg-type]
     warm_start(model, train, config)
     mask = pick_mask(model, config.mask, train, seed=config.seed, round_number=1)
-    rate = min(1.0, config.optim.batch_size / len(train))
-    plan = mechanism.replace(sample_rate=rate, max_grad_norm=config.privacy.max_grad_norm)
+    batch = config.optim.batch_size
+    rate = min(1.0, batch / len(train))
+    # A public set smaller than the batch caps the expected batch at len(train); scale sigma so
+    # the averaged update keeps the private run's noise-to-signal ratio sigma * C / batch.
+    sigma = mechanism.noise_multiplier * min(1.0, len(train) / batch)
+    plan = mechanism.replace(
+        sample_rate=rate, noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm
+    )
     train_dp_sgd(
         model,
         train.dataset,

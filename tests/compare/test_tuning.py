@@ -102,3 +102,27 @@ gamma = 0.5
     assert private["epsilon"] < private["total_epsilon"]
     assert private["tuning_trials"] >= 1 and private["tuned"]["optim.lr"] in (0.2, 1.0)
     assert 0 <= private["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(("batch", "expected_scale"), [(64, 1.0), (4 * 115, 115 / 460)])
+def test_public_tuning_keeps_the_private_noise_to_signal_ratio(
+    monkeypatch: pytest.MonkeyPatch, batch: int, expected_scale: float
+) -> None:
+    """sigma * C / B on the averaged update is what the learning rate meets: a public set
+    smaller than the batch (every record each step) gets sigma scaled by len(train) / B."""
+    config = TINY.replace(**{"optim.batch-size": batch})
+    split = load_split(config.data, seed=0)
+    train, val = split_public_validation(split.public, fraction=0.2, seed=0)
+    assert len(train) == 115  # 144 public digits, 80 % to train
+    mechanism = tuning.holder_mechanism(config, holder_records=len(split.private), federated=False)
+    seen: list[tuple[float, float]] = []
+
+    def capture(model, data, *, plan, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((plan.noise_multiplier, plan.sample_rate))
+        return model
+
+    monkeypatch.setattr(tuning, "train_dp_sgd", capture)
+    tuning.score_on_public(config, train, val, mechanism=mechanism, num_classes=10)
+    ((sigma, rate),) = seen
+    assert sigma == pytest.approx(mechanism.noise_multiplier * expected_scale)
+    assert rate == pytest.approx(min(1.0, batch / 115))
