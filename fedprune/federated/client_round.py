@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_FIT_S,
     METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
@@ -23,6 +25,7 @@ from fedprune.federated.protocol import (
     METRIC_SAMPLE_RATE,
     METRIC_SECAGG_CLIPPED,
     METRIC_STEPS,
+    METRIC_TRAIN_S,
     arrays_to_model,
 )
 from fedprune.masks import MaskError, ParameterMask
@@ -160,7 +163,11 @@ def run_client_round(
 
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
     partition is touched only by the recipe, and only the selected coordinates move.
+
+    A trained round's metrics also carry its wall times (``METRIC_TRAIN_S``, ``METRIC_FIT_S``),
+    for benchmarks; no privacy decision reads them.
     """
+    started = time.perf_counter()
     data = client_partition(
         config.data, seed=config.seed, partition_id=partition_id, num_partitions=num_partitions
     )
@@ -197,6 +204,7 @@ def run_client_round(
                 max_epsilon=privacy.max_epsilon,
             )
         try:
+            training = time.perf_counter()
             result = train_round(
                 model,
                 data.dataset,
@@ -214,6 +222,7 @@ def run_client_round(
                 ),
                 policy=policy,
             )
+            train_s = time.perf_counter() - training
         finally:
             if ledger is not None:
                 # Steps already taken are recorded even if training failed part-way.
@@ -242,6 +251,8 @@ def run_client_round(
     update = (after - before).detach().numpy().astype(np.float32)
     if config.secagg.enabled:
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
+    metrics[METRIC_TRAIN_S] = train_s
+    metrics[METRIC_FIT_S] = time.perf_counter() - started
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
 
 
