@@ -327,7 +327,7 @@ _MAY_BE_INFINITE = frozenset({"privacy.max-epsilon"})
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+def _type_hints(cls: Any) -> dict[str, Any]:
     """``get_type_hints(cls)``, once per class: resolving the string annotations costs ~0.1 ms
     a call, and :meth:`RunConfig.from_flat` needs them for every key (~5 ms a config, paid by
     every federated client on every message before this cache)."""
