@@ -16,7 +16,6 @@ its own :class:`fedprune.privacy.policy` and may only be made stricter by it (se
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -326,12 +325,16 @@ _MAY_BE_INFINITE = frozenset({"privacy.max-epsilon"})
 """Float keys for which infinity means something (no budget); every other float is finite."""
 
 
-@functools.cache
-def _type_hints(cls: Any) -> dict[str, Any]:
+_TYPE_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
     """``get_type_hints(cls)``, once per class: resolving the string annotations costs ~0.1 ms
     a call, and :meth:`RunConfig.from_flat` needs them for every key (~5 ms a config, paid by
     every federated client on every message before this cache)."""
-    return get_type_hints(cls)
+    if cls not in _TYPE_HINTS:
+        _TYPE_HINTS[cls] = get_type_hints(cls)
+    return _TYPE_HINTS[cls]
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
