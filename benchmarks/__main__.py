@@ -51,6 +51,25 @@ def _parser() -> argparse.ArgumentParser:
         "SecAgg+ (from Flower's message encoding; no training)",
     )
     p.add_argument(
+        "--federated",
+        action="store_true",
+        help="instead: round wall time of real `fedprune run` simulations (digits), plain vs "
+        "SecAgg+, against the slowest client's own training time",
+    )
+    p.add_argument(
+        "--clients",
+        nargs="+",
+        type=int,
+        default=[10],
+        help="for --federated: client counts (default 10)",
+    )
+    p.add_argument(
+        "--fed-rounds", type=int, default=4, help="for --federated: rounds per run (default 4)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=2, help="for --federated: runs per case (default 2)"
+    )
+    p.add_argument(
         "--layers",
         action="store_true",
         help="instead: per layer, measured vs modelled time of the fast engine's gather and "
@@ -103,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{float(r['wall_s']):>8.1f} s  acc {float(r['test_accuracy']):.3f}"  # type: ignore[arg-type]
                 f"  eps {float(r['epsilon']):.2f}"  # type: ignore[arg-type]
             )
+    elif args.federated:
+        from benchmarks import federated
+
+        rows = federated.measure(clients=args.clients, rounds=args.fed_rounds, repeats=args.repeats)
+        print(federated.table(rows), flush=True)
     elif args.upload:
         from benchmarks import upload
 

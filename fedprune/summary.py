@@ -63,6 +63,12 @@ class RoundRecord:
     test_accuracy: float | None = None
     test_loss: float | None = None
     elapsed_s: float = 0.0
+    """Seconds since the run (not this process) started, at the end of the round."""
+    client_train_s: dict[str, float] = field(default_factory=dict)
+    """Each trained client's own local-training seconds this round, by partition id, as the
+    client reported them (plaintext, unverified; for benchmarks)."""
+    client_fit_s: dict[str, float] = field(default_factory=dict)
+    """Each trained client's whole-round seconds (training plus its own setup and ledger I/O)."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_FIT_S,
     METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
@@ -28,6 +30,7 @@ from fedprune.federated.protocol import (
     METRIC_SAMPLE_RATE,
     METRIC_SECAGG_CLIPPED,
     METRIC_STEPS,
+    METRIC_TRAIN_S,
     arrays_to_model,
 )
 from fedprune.masks import MaskError, ParameterMask
@@ -111,7 +114,11 @@ def run_client_round(
 
     Privacy: ``mask`` comes from the server, which chose it from public data only; the private
     partition is touched only by the recipe, and only the selected coordinates move.
+
+    A trained round's metrics also carry its wall times (``METRIC_TRAIN_S``, ``METRIC_FIT_S``),
+    for benchmarks; no privacy decision reads them.
     """
+    started = time.perf_counter()
     source = _client_data(data, partition_id, num_partitions)
     client_id = source.client_id
     records = source.load(config)
@@ -149,6 +156,7 @@ def run_client_round(
                 max_epsilon=privacy.max_epsilon,
             )
         try:
+            training = time.perf_counter()
             result = train_round(
                 model,
                 records.dataset,
@@ -166,6 +174,7 @@ def run_client_round(
                 ),
                 policy=policy,
             )
+            train_s = time.perf_counter() - training
         finally:
             if ledger is not None:
                 # Steps already taken are recorded even if training failed part-way.
@@ -194,6 +203,8 @@ def run_client_round(
     update = (after - before).detach().numpy().astype(np.float32)
     if config.secagg.enabled:
         metrics[METRIC_SECAGG_CLIPPED] = secagg_clipped(update, num_examples=n, config=config)
+    metrics[METRIC_TRAIN_S] = train_s
+    metrics[METRIC_FIT_S] = time.perf_counter() - started
     return ClientRoundResult(update=update, num_examples=n, metrics=metrics)
 
 

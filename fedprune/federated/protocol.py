@@ -12,6 +12,7 @@ __all__ = [
     "METRIC_ACCOUNTANT",
     "METRIC_DELTA",
     "METRIC_EPSILON",
+    "METRIC_FIT_S",
     "METRIC_NOISE",
     "METRIC_NOISE_MULTIPLIER",
     "METRIC_PARTITION_ID",
@@ -20,6 +21,7 @@ __all__ = [
     "METRIC_SAMPLE_RATE",
     "METRIC_SECAGG_CLIPPED",
     "METRIC_STEPS",
+    "METRIC_TRAIN_S",
     "arrays_to_model",
     "model_to_arrays",
 ]
@@ -46,6 +48,13 @@ METRIC_REFUSED = "refused"
 """Empty string, or why the client refused to train this round."""
 METRIC_SECAGG_CLIPPED = "secagg-clipped"
 """How many update coordinates SecAgg+ will clip (scaled value beyond its clipping range)."""
+METRIC_TRAIN_S = "train-s"
+"""Wall seconds of the round's local training (the recipe's steps, with their budget check and
+ledger records); absent when the client refused. For benchmarks and logs only: never used by
+privacy logic. It tells the server no more than the arrival time of the reply already does."""
+METRIC_FIT_S = "fit-s"
+"""Wall seconds of the client's whole round (partition, model, mask checks, ledger load and
+save, training, update); as :data:`METRIC_TRAIN_S`, for benchmarks and logs only."""
 
 
 def model_to_arrays(model: nn.Module) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ The server holds public and test data only; it never sees a private record.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_FIT_S,
     METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
@@ -30,6 +32,7 @@ from fedprune.federated.protocol import (
     METRIC_SAMPLE_RATE,
     METRIC_SECAGG_CLIPPED,
     METRIC_STEPS,
+    METRIC_TRAIN_S,
 )
 from fedprune.federated.server_step import apply_update
 from fedprune.masks import ParameterMask
@@ -160,6 +163,8 @@ class FederatedServer:
             pid = self._record_client(server_round, reply)
             if reply.metrics.get(METRIC_REFUSED):
                 row.clients_refused.append(pid)
+            else:
+                _record_durations(row, pid, reply.metrics)
         weights = np.array([r.num_examples for r in replies], dtype=np.float64)
         row.clients_trained = int((weights > 0).sum())
         if weights.sum() > 0:
@@ -272,6 +277,17 @@ class FederatedServer:
             return vectors[0].astype(np.float32)
         stacked = np.stack([v.astype(np.float64) for v in vectors])
         return np.average(stacked, axis=0, weights=weights).astype(np.float32)
+
+
+def _record_durations(row: RoundRecord, pid: int, metrics: dict[str, Any]) -> None:
+    """Copy a client's reported wall times into the round's row (ignored unless finite and
+    non-negative: they are unverified claims, used only by benchmarks)."""
+    for key, into in ((METRIC_TRAIN_S, row.client_train_s), (METRIC_FIT_S, row.client_fit_s)):
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value) and value >= 0:
+            into[str(pid)] = float(value)
 
 
 def _partition_id(reply: ClientReply) -> int:

@@ -118,29 +118,19 @@ def mask_due(mask: MaskConfig, server_round: int, *, epochs_per_round: int = 1) 
     return (server_round - 1) % every == 0
 
 
-@functools.lru_cache(maxsize=32)
 def round_plan(
     privacy: PrivacyConfig, *, sample_rate: float, round_steps: tuple[int, ...], round_index: int
 ) -> DPPlan:
     """The plan of round ``round_index`` (from 0) of a holder that takes ``round_steps[i]``
     steps in round ``i``: a fixed ``noise_multiplier`` if set, else calibrated so that all
     ``sum(round_steps)`` steps spend exactly up to ``target_epsilon``.
-
-    Cached: the calibration (a search over the accountant, seconds) gives the same noise for
-    every round of a holder and for every equally sized federated partition in one process.
     """
     total = sum(round_steps)
-    if privacy.noise_multiplier > 0:
-        sigma = privacy.noise_multiplier
-    else:
-        sigma = DPPlan.calibrate(
-            target_epsilon=privacy.target_epsilon,
-            delta=privacy.delta,
-            sample_rate=sample_rate,
-            steps=total,
-            max_grad_norm=privacy.max_grad_norm,
-            accountant=privacy.accountant,
-        ).noise_multiplier
+    sigma = (
+        privacy.noise_multiplier
+        if privacy.noise_multiplier > 0
+        else _calibrated_sigma(privacy, sample_rate=sample_rate, total_steps=total)
+    )
     return DPPlan(
         noise_multiplier=sigma,
         max_grad_norm=privacy.max_grad_norm,
@@ -149,6 +139,25 @@ def round_plan(
         delta=privacy.delta,
         accountant=privacy.accountant,
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _calibrated_sigma(privacy: PrivacyConfig, *, sample_rate: float, total_steps: int) -> float:
+    """The noise multiplier at which ``total_steps`` steps at ``sample_rate`` spend
+    ``privacy.target_epsilon``.
+
+    Cached per process, and keyed without the round: the calibration (a search over the
+    accountant, seconds) gives the same noise for every round of a holder and for every
+    equally sized federated partition, so a client computes it once per run, not per round.
+    """
+    return DPPlan.calibrate(
+        target_epsilon=privacy.target_epsilon,
+        delta=privacy.delta,
+        sample_rate=sample_rate,
+        steps=total_steps,
+        max_grad_norm=privacy.max_grad_norm,
+        accountant=privacy.accountant,
+    ).noise_multiplier
 
 
 def new_ledger(privacy: PrivacyConfig) -> PrivacyLedger:

@@ -19,6 +19,7 @@ from fedprune.federated.protocol import (
     METRIC_ACCOUNTANT,
     METRIC_DELTA,
     METRIC_EPSILON,
+    METRIC_FIT_S,
     METRIC_NOISE,
     METRIC_NOISE_MULTIPLIER,
     METRIC_PARTITION_ID,
@@ -26,6 +27,7 @@ from fedprune.federated.protocol import (
     METRIC_ROUND_STEPS,
     METRIC_SAMPLE_RATE,
     METRIC_STEPS,
+    METRIC_TRAIN_S,
 )
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import pick_mask
@@ -106,6 +108,7 @@ def test_update_covers_exactly_the_selected_coordinates(
     assert result.metrics[METRIC_REFUSED] == ""
     assert result.metrics[METRIC_ACCOUNTANT] == "rdp"
     assert result.metrics[METRIC_DELTA] == small_config.privacy.delta
+    assert 0 < result.metrics[METRIC_TRAIN_S] <= result.metrics[METRIC_FIT_S]
     # the caller's global arrays are left alone
     for a, b in zip(before, model_to_arrays(fresh_model), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -187,6 +190,7 @@ def test_client_refuses_before_any_step_when_over_budget(
     assert result.metrics[METRIC_ROUND_STEPS] == 0
     assert result.metrics[METRIC_STEPS] == 0
     assert result.metrics[METRIC_EPSILON] == 0.0
+    assert METRIC_TRAIN_S not in result.metrics and METRIC_FIT_S not in result.metrics
     assert _ledger(store, config).entries == []
 
 

@@ -18,7 +18,7 @@ import fedprune.federated.server_state as server_state_module
 from fedprune.config import RunConfig
 from fedprune.data import PublicPrivateSplit
 from fedprune.federated import FederatedServer, model_to_arrays
-from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND
+from fedprune.federated.protocol import CONFIG_MASK, CONFIG_ROUND, METRIC_FIT_S, METRIC_TRAIN_S
 from fedprune.masks import ParameterMask
 from fedprune.pipeline import build_model, pick_mask
 from fedprune.summary import HolderSpend, RunSummary, format_table
@@ -614,3 +614,24 @@ def test_a_refusing_reply_is_recorded_whatever_its_unused_values(
     row = strategy.server.summary.rounds[-1]
     assert (row.failures, row.clients_trained, row.clients_refused) == (0, 2, [1])
     assert strategy.server.summary.holders["1"].refused == "budget"
+
+
+def test_clients_reported_wall_times_are_kept_per_round_when_plausible(
+    make_strategy: MakeStrategy, client_manager: SimpleClientManager, make_reply: Reply
+) -> None:
+    strategy = make_strategy()
+    k = _start_round(strategy, client_manager).num_selected
+    replies = [
+        make_reply(np.zeros(k), partition_id=0, num_examples=40),
+        make_reply(np.zeros(k), partition_id=1, num_examples=40),
+        make_reply(np.zeros(k), partition_id=2, num_examples=0, refused="over budget"),
+    ]
+    claims = [(0.5, 0.75), (float("nan"), -1.0), (0.25, 0.5)]
+    for (_, res), (train_s, fit_s) in zip(replies, claims, strict=True):
+        res.metrics |= {METRIC_TRAIN_S: train_s, METRIC_FIT_S: fit_s}
+    strategy.aggregate_fit(1, replies, [])
+
+    row = strategy.server.summary.rounds[-1]
+    assert row.client_train_s == {"0": 0.5}  # client 1's claims are not plausible; 2 refused
+    assert row.client_fit_s == {"0": 0.75}
+    assert RunSummary.from_dict(strategy.server.summary.to_dict()).rounds[-1] == row

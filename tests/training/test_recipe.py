@@ -164,3 +164,29 @@ def test_secure_noise_rounds_differ_reproducible_rounds_repeat(tmp_path: Path) -
     assert a != b
     assert c == d
     assert np.isfinite([a, b, c, d]).all()
+
+
+def test_noise_is_calibrated_once_per_run_not_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedprune.privacy import plan as plan_module
+    from fedprune.training import recipe
+
+    calls: list[int] = []
+    real = plan_module.calibrate_noise
+
+    def counting(**kwargs: object) -> float:
+        calls.append(int(kwargs["steps"]))  # type: ignore[call-overload]
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan_module, "calibrate_noise", counting)
+    recipe._calibrated_sigma.cache_clear()
+    privacy = RunConfig().privacy
+    steps = (9, 9, 9, 9)
+    plans = [
+        recipe.round_plan(privacy, sample_rate=32 / 129, round_steps=steps, round_index=i)
+        for i in range(len(steps))
+    ]
+    assert calls == [36]  # all four rounds' steps, once
+    assert len({p.noise_multiplier for p in plans}) == 1
+    assert [p.steps for p in plans] == list(steps)
+    recipe.round_plan(privacy, sample_rate=32 / 130, round_steps=steps, round_index=0)
+    assert calls == [36, 36]  # another partition size is another mechanism
