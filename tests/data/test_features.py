@@ -29,6 +29,19 @@ def _fresh_memory() -> None:
     features_module._CACHES.clear()
 
 
+def _count_scattering_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, every scattering call appends its batch size to the returned list."""
+    calls: list[int] = []
+    real_call = Scattering2D.__call__
+
+    def counting(self: Scattering2D, x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return real_call(self, x)
+
+    monkeypatch.setattr(Scattering2D, "__call__", counting)
+    return calls
+
+
 def _digits_split() -> PublicPrivateSplit:
     bundle = load_dataset("digits")
     return split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=0)
@@ -97,14 +110,7 @@ def test_features_are_cached_on_disk_and_a_damaged_cache_is_recomputed(
     files = sorted(feature_cache_dir().glob("scattering-*.pt"))
     assert len(files) == 3  # one shard per tensor first seen: public, private, test
 
-    calls: list[int] = []
-    real_call = Scattering2D.__call__
-
-    def counting(self: Scattering2D, x: torch.Tensor) -> torch.Tensor:
-        calls.append(len(x))
-        return real_call(self, x)
-
-    monkeypatch.setattr(Scattering2D, "__call__", counting)
+    calls = _count_scattering_calls(monkeypatch)
     features_module._CACHES.clear()
     again = featurise_split(split, "scattering")
     assert calls == []  # all three read back from disk
@@ -146,14 +152,7 @@ def test_records_seen_in_another_split_are_not_recomputed(monkeypatch: pytest.Mo
         split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=0),
         "scattering",
     )
-    calls: list[int] = []
-    real_call = Scattering2D.__call__
-
-    def counting(self: Scattering2D, x: torch.Tensor) -> torch.Tensor:
-        calls.append(len(x))
-        return real_call(self, x)
-
-    monkeypatch.setattr(Scattering2D, "__call__", counting)
+    calls = _count_scattering_calls(monkeypatch)
     features_module._CACHES.clear()  # from disk, as a new process would
     other = split_public_private(bundle, public_fraction=0.2, public_kind="in-distribution", seed=1)
     second = featurise_split(other, "scattering")
