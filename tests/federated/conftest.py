@@ -23,7 +23,8 @@ from fedprune.federated.protocol import (
     METRIC_SAMPLE_RATE,
     METRIC_STEPS,
 )
-from fedprune.pipeline import build_model, load_split
+from fedprune.masks import ParameterMask
+from fedprune.pipeline import build_model, load_split, pick_mask
 from server.legacy import ClientProxy, FitRes, ndarrays_to_parameters
 
 SMALL = {
@@ -48,6 +49,14 @@ def small_config() -> RunConfig:
 @pytest.fixture(scope="session")
 def digits_split(small_config: RunConfig) -> PublicPrivateSplit:
     return load_split(small_config.data, seed=small_config.seed)
+
+
+@pytest.fixture
+def mask(
+    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
+) -> ParameterMask:
+    """The small config's mask for ``fresh_model``, picked from the public split (round 1)."""
+    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 @pytest.fixture

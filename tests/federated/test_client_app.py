@@ -15,7 +15,6 @@ from torch import nn
 
 from clients.client_app import MaskedDPClient
 from fedprune.config import RunConfig
-from fedprune.data import PublicPrivateSplit
 from fedprune.federated import model_to_arrays
 from fedprune.federated.client_round import ledger_holder
 from fedprune.federated.protocol import (
@@ -28,7 +27,6 @@ from fedprune.federated.protocol import (
     METRIC_STEPS,
 )
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import pick_mask
 from fedprune.privacy import PrivacyLedger
 from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.privacy.policy import default_ledger_dir
@@ -56,13 +54,6 @@ def _stored(directory: Path, config: RunConfig, partition_id: int) -> PrivacyLed
         accountant=config.privacy.accountant,
         delta=config.privacy.delta,
     )
-
-
-@pytest.fixture
-def mask(
-    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
-) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 def test_fit_replies_with_the_masked_update_and_keeps_the_ledger_in_the_default_dir(

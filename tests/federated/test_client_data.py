@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from clients.client_app import MaskedDPClient
 from fedprune.config import RunConfig
-from fedprune.data import PrivateDataset, PublicPrivateSplit, save_records
+from fedprune.data import PrivateDataset, save_records
 from fedprune.federated import model_to_arrays, run_client_round
 from fedprune.federated.client_data import (
     DirectoryData,
@@ -40,17 +40,9 @@ from fedprune.federated.protocol import (
     METRIC_TRAIN_S,
 )
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import pick_mask
 from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.training.recipe import steps_for
-
-
-@pytest.fixture
-def mask(
-    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
-) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 def _fit(

@@ -30,19 +30,11 @@ from fedprune.federated.protocol import (
     METRIC_TRAIN_S,
 )
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import pick_mask
 from fedprune.privacy import PrivacyLedger
 from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.training import train_sgd
 from fedprune.training.recipe import steps_for
-
-
-@pytest.fixture
-def mask(
-    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
-) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 @pytest.fixture

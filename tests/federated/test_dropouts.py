@@ -26,7 +26,7 @@ from fedprune.federated import FederatedServer, load_checkpoint, model_to_arrays
 from fedprune.federated.client_round import client_partition, ledger_holder
 from fedprune.federated.protocol import METRIC_REFUSED, METRIC_STEPS
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import build_model, pick_mask
+from fedprune.pipeline import build_model
 from fedprune.privacy.ledger_store import LedgerStore
 from fedprune.privacy.policy import PrivacyPolicy
 from fedprune.training.fast_masked import FastMaskedDPSGD
@@ -156,13 +156,6 @@ def test_a_round_every_client_vanished_from_leaves_the_model_alone(
 
 
 # -- the client's side: steps taken are never forgotten ---------------------------------------
-
-
-@pytest.fixture
-def mask(
-    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
-) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 def _round_steps(config: RunConfig, partition_id: int = 0) -> int:

@@ -14,19 +14,10 @@ import pytest
 from torch import nn
 
 from fedprune.config import RunConfig
-from fedprune.data import PublicPrivateSplit
 from fedprune.federated import ClientRoundResult, model_to_arrays, run_client_round
 from fedprune.federated.protocol import METRIC_EPSILON, METRIC_NOISE, METRIC_REFUSED
 from fedprune.masks import ParameterMask
-from fedprune.pipeline import pick_mask
 from fedprune.privacy.policy import PrivacyPolicy
-
-
-@pytest.fixture
-def mask(
-    small_config: RunConfig, fresh_model: nn.Module, digits_split: PublicPrivateSplit
-) -> ParameterMask:
-    return pick_mask(fresh_model, small_config.mask, digits_split.public, seed=0, round_number=1)
 
 
 def _round(
