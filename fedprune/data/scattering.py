@@ -106,7 +106,8 @@ class Scattering2D:
         m, n = self._padded
         phi_hat = np.real(np.fft.fft2(_gabor(m, n, 0.8 * 2 ** (scales - 1), 0.0, 0.0, 1.0)))
         self._phi = [torch.from_numpy(_periodise(phi_hat, r)).float() for r in range(scales)]
-        # _psi[j][r]: the L wavelets of scale j in Fourier at resolution 2^-r, (L, m/2^r, n/2^r).
+        # _psi[j][r]: the L wavelets of scale j in Fourier at resolution 2^-r, (L, m/2^r, n/2^r),
+        # for the resolutions they are applied at: 0 (first order) and each j1 < j (second order).
         self._psi: list[list[torch.Tensor]] = []
         for j in range(scales):
             hats = []
@@ -117,7 +118,7 @@ class Scattering2D:
             self._psi.append(
                 [
                     torch.from_numpy(np.stack([_periodise(h_, r) for h_ in hats])).float()
-                    for r in range(j + 1)
+                    for r in range(max(j, 1))
                 ]
             )
 
